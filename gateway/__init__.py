@@ -1,0 +1,1 @@
+"""The API gateway: HTTP, participant WebSockets, fan-out of committed changes."""

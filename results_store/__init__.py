@@ -1,0 +1,1 @@
+"""Postgres: schema migrations and the durable store for results and archives."""

@@ -1,0 +1,61 @@
+"""Settings from environment variables (``COHORT_*``), one frozen Struct per process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # Every Redis key starts with this; tests use their own to stay isolated.
+    key_prefix: str = "cohort"
+    # Fixed at deploy time: a batch always hashes to the same partition.
+    partitions: int = 16
+    # HMAC secret shared by all gateways; the quick start generates one.
+    secret: str = ""
+    # Experimenter/admin API token until accounts exist (issue 3).
+    admin_token: str = ""
+    gateway_id: str = ""
+    worker_id: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    demo: bool = False
+    log_level: str = "info"
+    # Limits (every one has a test).
+    max_message_bytes: int = 64 * 1024
+    max_session_bytes: int = 1024 * 1024
+    max_ops_per_patch: int = 1000
+    outbound_queue_bytes: int = 4 * 1024 * 1024
+    overflows_before_close: int = 3
+    overflow_window_s: float = 60.0
+    # Session worker.
+    lease_ms: int = 3000
+    snapshot_every: int = 500
+    command_batch: int = 1000
+    dedupe_ttl_s: int = 24 * 3600
+    replies_maxlen: int = 10000
+    # Gateway: how many recent changes per batch it keeps for resume.
+    resume_window: int = 2000
+    read_block_ms: int = 50
+    token_ttl_s: int = 7 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``COHORT_<FIELD>`` for every field; unset fields keep their default."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(f"COHORT_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = raw
+        values.update(overrides)
+        settings = msgspec.convert(values, cls, strict=False)
+        if not settings.secret:
+            settings = msgspec.structs.replace(settings, secret=secrets.token_hex(32))
+        return settings
