@@ -1,0 +1,232 @@
+"""The litestar application: participant channel, admin API, demo, health and metrics."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Litestar, Request, Response, get, post, websocket
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.response import File
+from litestar.static_files import create_static_files_router
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from gateway.channel import serve_channel
+from gateway.hub import Hub
+from services.settings import Settings
+from session_store.commands import OpenBatch, Outcome
+
+log = logging.getLogger("cohort.gateway")
+
+STATIC = Path(__file__).parent / "static"
+CLIENT_JS = Path(__file__).resolve().parent.parent / "client_js"
+DEMO_BATCH = "demo"
+BATCH_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class NewBatch(msgspec.Struct, forbid_unknown_fields=True):
+    id: str | None = None
+    label: str = ""
+
+
+class BatchInfo(msgspec.Struct):
+    id: str
+    label: str
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class ParticipantTicket(msgspec.Struct):
+    token: str
+    run_id: str
+    batch_id: str
+    ws_url: str
+
+
+class ApiError(msgspec.Struct):
+    code: str
+    message: str
+
+
+def error(status: int, code: str, message: str) -> Response[ApiError]:
+    return Response(ApiError(code, message), status_code=status)
+
+
+def valid_batch_id(batch_id: str) -> bool:
+    return 0 < len(batch_id) <= 64 and set(batch_id) <= BATCH_ID_CHARS
+
+
+def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    settings: Settings = connection.app.state.settings
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not settings.admin_token or not hmac.compare_digest(
+        token.encode(), settings.admin_token.encode()
+    ):
+        raise NotAuthorizedException("a valid admin token is required (Authorization: Bearer)")
+
+
+def hub_of(request: Request | ASGIConnection) -> Hub:
+    return request.app.state.hub
+
+
+def ws_url(request: Request, batch_id: str, token: str) -> str:
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    return f"{scheme}://{request.url.netloc}/ws/batch/{batch_id}?token={token}"
+
+
+async def open_batch(hub: Hub, batch_id: str, label: str) -> Outcome:
+    command = OpenBatch(id=f"open-{uuid.uuid4().hex}", batch=batch_id, run="admin",
+                        gw=hub.gateway_id, label=label)
+    return await hub.request(command)
+
+
+@post("/api/batches", guards=[admin_guard], status_code=201, tags=["batches"])
+async def create_batch(request: Request, data: NewBatch) -> Response[Any]:
+    """Open a new batch with an empty batch session."""
+    batch_id = data.id or uuid.uuid4().hex[:16]
+    if not valid_batch_id(batch_id):
+        return error(400, "bad_batch_id", "a batch id is 1-64 letters, digits, '-', '_' or '.'")
+    pool: asyncpg.Pool = request.app.state.pg
+    inserted = await pool.fetchval(
+        "INSERT INTO batches (id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
+        batch_id, data.label)
+    if inserted is None:
+        return error(409, "batch_exists", f"batch {batch_id} exists already")
+    outcome = await open_batch(hub_of(request), batch_id, data.label)
+    if not outcome.ok:
+        return error(409, outcome.code, outcome.message)
+    return Response(BatchInfo(batch_id, data.label, {"batch": outcome.version}), status_code=201)
+
+
+@get("/api/batches/{batch_id:str}", guards=[admin_guard], tags=["batches"])
+async def read_batch(request: Request, batch_id: str) -> Response[Any]:
+    """A batch's label and the current version of each scope."""
+    state, _ = await hub_of(request).store.load_batch(batch_id)
+    if not state.opened:
+        return error(404, "batch_not_found", f"batch {batch_id} does not exist")
+    return Response(BatchInfo(batch_id, state.label, state.versions))
+
+
+@post("/api/batches/{batch_id:str}/participants", guards=[admin_guard], status_code=201,
+      tags=["batches"])
+async def add_participant(request: Request, batch_id: str) -> Response[Any]:
+    """Issue a participant token (a run) for a batch."""
+    return await issue_ticket(request, batch_id)
+
+
+async def issue_ticket(request: Request, batch_id: str) -> Response[Any]:
+    view = await hub_of(request).open_view(batch_id) if valid_batch_id(batch_id) else None
+    if view is None:
+        return error(404, "batch_not_found", f"batch {batch_id} does not exist")
+    run_id = uuid.uuid4().hex
+    token = request.app.state.signer.issue(run_id, batch_id)
+    return Response(ParticipantTicket(token, run_id, batch_id, ws_url(request, batch_id, token)),
+                    status_code=201)
+
+
+@post("/demo/join", status_code=201, tags=["demo"])
+async def demo_join(request: Request) -> Response[Any]:
+    """A participant token for the demo batch (only with COHORT_DEMO=true)."""
+    if not request.app.state.settings.demo:
+        return error(404, "not_found", "the demo is off (COHORT_DEMO)")
+    return await issue_ticket(request, DEMO_BATCH)
+
+
+@get("/demo", include_in_schema=False)
+async def demo_page(request: Request) -> Response[Any] | File:
+    if not request.app.state.settings.demo:
+        return error(404, "not_found", "the demo is off (COHORT_DEMO)")
+    return File(STATIC / "demo.html", content_disposition_type="inline")
+
+
+@get("/", include_in_schema=False)
+async def index(request: Request) -> Response[str]:
+    demo = '<p><a href="/demo">Open the live demo</a> in two tabs.</p>' if (
+        request.app.state.settings.demo) else ""
+    return Response(
+        f"<!doctype html><title>Cohort</title><h1>Cohort gateway</h1>{demo}"
+        '<p><a href="/schema">API (OpenAPI)</a> · <a href="/metrics">metrics</a></p>',
+        media_type="text/html")
+
+
+@get("/livez", tags=["health"])
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["health"])
+async def readyz(request: Request) -> Response[dict[str, str]]:
+    """Ready when Redis and Postgres both answer."""
+    checks = {}
+    try:
+        await request.app.state.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {exc}"
+    try:
+        await request.app.state.pg.fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"error: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(checks, status_code=200 if ok else 503)
+
+
+@get("/metrics", tags=["health"], include_in_schema=False)
+async def prometheus_metrics() -> Response[bytes]:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@websocket("/ws/batch/{batch_id:str}")
+async def batch_channel(socket: Any, batch_id: str) -> None:
+    """A participant's live channel to its batch (docs/protocol.md)."""
+    await serve_channel(socket, batch_id)
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        from gateway.tokens import TokenSigner
+
+        redis = Redis.from_url(settings.redis_url)
+        pg = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+        hub = Hub(settings, redis)
+        await hub.start()
+        app.state.update(settings=settings, redis=redis, pg=pg, hub=hub,
+                         signer=TokenSigner(settings.secret, settings.token_ttl_s))
+        if settings.demo:
+            await pg.execute("INSERT INTO batches (id, label) VALUES ($1, $2) "
+                             "ON CONFLICT DO NOTHING", DEMO_BATCH, "Demo")
+            outcome = await open_batch(hub, DEMO_BATCH, "Demo")
+            if not outcome.ok and outcome.code != "batch_exists":
+                log.error("could not open the demo batch", extra={"code": outcome.code})
+        log.info("gateway up", extra={"gateway": hub.gateway_id, "port": settings.port})
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await pg.close()
+            await redis.aclose()
+
+    client_routes = [create_static_files_router(
+        path="/client", directories=[CLIENT_JS / "src", CLIENT_JS / "dist"],
+        include_in_schema=False)] if CLIENT_JS.exists() else []
+    return Litestar(
+        route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
+                        livez, readyz, prometheus_metrics, batch_channel, *client_routes],
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Cohort", version="0.1.0", path="/schema"),
+        debug=False,
+    )
+

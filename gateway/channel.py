@@ -1,0 +1,130 @@
+"""The participant WebSocket: authenticate, attach to the batch, turn frames into commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+
+from gateway import metrics
+from gateway.connection import Connection
+from gateway.hub import PARTICIPANT_SCOPES, Hub
+from gateway.messages import (
+    ErrorFrame,
+    FailFrame,
+    PatchMsg,
+    PingMsg,
+    PongFrame,
+    ResyncMsg,
+    decode_message,
+    encode_frame,
+)
+from gateway.tokens import TokenError, TokenSigner
+from services.settings import Settings
+from session_store.commands import Patch
+
+log = logging.getLogger("cohort.gateway.channel")
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+PONG = encode_frame(PongFrame())
+
+
+async def refuse(socket: Any, code: str, message: str, close_code: int) -> None:
+    metrics.BAD_INPUT.labels(code).inc()
+    log.info("channel refused", extra={"code": code, "detail": message})
+    await socket.send({"type": "websocket.send", "text": encode_frame(ErrorFrame(code, message))})
+    await socket.close(code=close_code, reason=code)
+
+
+async def serve_channel(socket: Any, batch_id: str) -> None:
+    app_state = socket.app.state
+    settings: Settings = app_state.settings
+    hub: Hub = app_state.hub
+    signer: TokenSigner = app_state.signer
+    await socket.accept()
+    try:
+        claims = signer.verify(socket.query_params.get("token", ""))
+    except TokenError as exc:
+        await refuse(socket, "forbidden", str(exc), CLOSE_FORBIDDEN)
+        return
+    if claims.batch != batch_id:
+        await refuse(socket, "forbidden", "this token is for another batch", CLOSE_FORBIDDEN)
+        return
+    view = await hub.open_view(batch_id)
+    if view is None:
+        await refuse(socket, "batch_not_found", f"batch {batch_id} does not exist",
+                     CLOSE_NOT_FOUND)
+        return
+
+    async def send(frame: str) -> None:
+        await socket.send({"type": "websocket.send", "text": frame})
+
+    conn = Connection(
+        conn_id=uuid.uuid4().hex[:16], run=claims.run, view=view, scopes=PARTICIPANT_SCOPES,
+        send=send, cap_bytes=settings.outbound_queue_bytes,
+        overflows_before_close=settings.overflows_before_close,
+        overflow_window_s=settings.overflow_window_s,
+    )
+    hub.attach(conn, socket.query_params.get("since"))
+    sender = asyncio.create_task(conn.run_sender())
+    receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
+    try:
+        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hub.detach(conn)
+        for task in (sender, receiver):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if conn.close_code is not None:
+            log.info("closing a connection that overflowed", extra={"run": conn.run})
+            with contextlib.suppress(Exception):
+                await socket.close(code=conn.close_code, reason="overflow")
+
+
+async def _receive(socket: Any, conn: Connection, hub: Hub, settings: Settings,
+                   batch_id: str) -> None:
+    limit = settings.max_message_bytes
+    while True:
+        message = await socket.receive()
+        if message["type"] != "websocket.receive":
+            return
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        if len(data) > limit:
+            _error(conn, "too_large", f"a message may be at most {limit} bytes")
+            continue
+        try:
+            msg = decode_message(data)
+        except msgspec.ValidationError as exc:
+            _error(conn, "bad_message", str(exc))
+            continue
+        except msgspec.DecodeError as exc:
+            _error(conn, "bad_json", str(exc))
+            continue
+        if isinstance(msg, PatchMsg):
+            if msg.scope not in conn.scopes:
+                conn.push(encode_frame(FailFrame(
+                    id=msg.id, code="bad_scope",
+                    message=f"scope {msg.scope!r} is not writable on this channel")),
+                    essential=True)
+                metrics.BAD_INPUT.labels("bad_scope").inc()
+                continue
+            hub.submit(Patch(id=msg.id, batch=batch_id, run=conn.run, gw=hub.gateway_id,
+                             conn=conn.id, scope=msg.scope, ops=msg.ops, version=msg.version))
+        elif isinstance(msg, ResyncMsg):
+            conn.request_resync()
+        elif isinstance(msg, PingMsg):
+            conn.push(PONG, essential=True)
+
+
+def _error(conn: Connection, code: str, message: str) -> None:
+    metrics.BAD_INPUT.labels(code).inc()
+    log.info("bad client message", extra={"code": code, "run": conn.run, "detail": message})
+    conn.push(encode_frame(ErrorFrame(code, message)), essential=True)

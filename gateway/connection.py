@@ -1,0 +1,110 @@
+"""One participant socket: who it is, what it listens to, and its capped outbound queue.
+
+Frames are queued by the fan-out (never awaited there) and written by the
+connection's own sender task, so a client that stops reading only fills its own
+queue. When the queue would pass its byte cap, the queued changes are dropped
+and the next frame the client gets is a full state marked as a resync; acks and
+failures are small and are kept. A connection that overflows too often within
+a window is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.hub import BatchView
+
+Send = Callable[[str], Awaitable[None]]
+
+CLOSE_OVERFLOW = 4408
+
+
+class Connection:
+    def __init__(
+        self,
+        conn_id: str,
+        run: str,
+        view: BatchView,
+        scopes: tuple[str, ...],
+        send: Send,
+        cap_bytes: int,
+        overflows_before_close: int,
+        overflow_window_s: float,
+    ) -> None:
+        self.id = conn_id
+        self.run = run
+        self.view = view
+        self.scopes = scopes
+        self._send = send
+        self._cap = cap_bytes
+        self._max_overflows = overflows_before_close
+        self._window = overflow_window_s
+        # (frame, essential): essential frames (acks, fails) survive an overflow.
+        self._queue: deque[tuple[str, bool]] = deque()
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._overflows: deque[float] = deque()
+        self.needs_resync = False
+        self.close_code: int | None = None
+        self.frames_sent = 0
+        self.resyncs = 0
+
+    def push(self, frame: str, essential: bool = False) -> None:
+        if self.close_code is not None:
+            return
+        if self.needs_resync and not essential:
+            return  # the coming resync covers it
+        if not essential and self._queued + len(frame) > self._cap:
+            self._overflow()
+        else:
+            self._queue.append((frame, essential))
+            self._queued += len(frame)
+        self._wake.set()
+
+    def _overflow(self) -> None:
+        kept = deque(item for item in self._queue if item[1])
+        self._queue = kept
+        self._queued = sum(len(f) for f, _ in kept)
+        self.needs_resync = True
+        now = time.monotonic()
+        self._overflows.append(now)
+        while self._overflows and now - self._overflows[0] > self._window:
+            self._overflows.popleft()
+        if len(self._overflows) >= self._max_overflows:
+            self.close_code = CLOSE_OVERFLOW
+
+    def request_resync(self) -> None:
+        """The client asked (or the gateway decided) to send full state again."""
+        self._queue = deque(item for item in self._queue if item[1])
+        self._queued = sum(len(f) for f, _ in self._queue)
+        self.needs_resync = True
+        self._wake.set()
+
+    async def run_sender(self) -> None:
+        """Write queued frames until the connection closes; returns the close code if any."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.close_code is not None:
+                return
+            if self.needs_resync:
+                # Built synchronously from the current projection: every change
+                # pushed after this point is newer than the state we send.
+                frames = self.view.state_frames(self.scopes, resync=True)
+                self.needs_resync = False
+                self.resyncs += 1
+                for frame in frames:
+                    await self._send(frame)
+            while self._queue:
+                if self.needs_resync or self.close_code is not None:
+                    self._wake.set()
+                    break
+                frame, _ = self._queue.popleft()
+                self._queued -= len(frame)
+                await self._send(frame)
+                self.frames_sent += 1

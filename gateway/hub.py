@@ -1,0 +1,378 @@
+"""The gateway's live core: batch projections, partition readers, fan-out, replies.
+
+For every batch it has participants of, the gateway keeps the projected state
+(snapshot plus tail, folded by the same projector as the worker) and a window
+of recent changes for resumes. One reader per partition XREADs the event
+streams of those batches (a short BLOCK, the key list rebuilt every round),
+folds what it gets and, per scope and read, encodes ONE frame that it queues
+on every subscriber of that scope. Commands go out through one pipelined
+sender; rejections come back on this gateway's own reply stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from gateway import metrics
+from gateway.connection import Connection
+from gateway.messages import (
+    AckFrame,
+    Change,
+    FailFrame,
+    StateFrame,
+    UpdateFrame,
+    encode_frame,
+)
+from services.settings import Settings
+from session_store import positions
+from session_store.commands import Command, Outcome, decode_outcome, encode
+from session_store.events import BATCH_SESSION, Event, SessionPatched, decode_event
+from session_store.jsonpatch import PatchError
+from session_store.keys import Keys
+from session_store.projector import BatchState, ProjectionError, fold
+from session_store.store import EventStore
+
+log = logging.getLogger("cohort.gateway")
+
+VIEW_GRACE_S = 30.0
+
+
+class BatchView:
+    """One batch as this gateway sees it: state, recent changes, subscribers."""
+
+    def __init__(self, state: BatchState, partition: int, window: int) -> None:
+        self.state = state
+        self.partition = partition
+        # Every change after ``recent_base`` is in ``recent`` (for resumes).
+        self.recent: deque[tuple[str, str, int, list]] = deque(maxlen=window)
+        self.recent_base = state.pos
+        self.subscribers: dict[str, set[Connection]] = {}
+        self.idle_since: float | None = time.monotonic()
+        self._state_cache: dict[str, tuple[str, str, str]] = {}
+
+    @property
+    def batch_id(self) -> str:
+        return self.state.batch_id
+
+    def remember(self, pos: str, event: Event) -> None:
+        if isinstance(event, SessionPatched):
+            if len(self.recent) == self.recent.maxlen:
+                self.recent_base = self.recent[0][0]
+            self.recent.append((pos, event.scope, event.version, event.ops))
+
+    def state_frames(self, scopes: tuple[str, ...], resync: bool) -> list[str]:
+        """Full state of each scope, encoded once per position and shared."""
+        frames = []
+        for scope in scopes:
+            cached = self._state_cache.get(scope)
+            flag = "r" if resync else "o"
+            if cached is None or cached[0] != self.state.pos or cached[1] != flag:
+                frame = encode_frame(StateFrame(
+                    scope=scope, version=self.state.version(scope),
+                    data=self.state.session(scope), pos=self.state.pos, resync=resync,
+                ))
+                cached = self._state_cache[scope] = (self.state.pos, flag, frame)
+            frames.append(cached[2])
+        return frames
+
+    def resume_frames(self, scopes: tuple[str, ...], since: str) -> list[str] | None:
+        """The changes after ``since``, or None when they are no longer all here."""
+        if not positions.is_valid(since) or positions.after(since, self.state.pos):
+            return None
+        if positions.after(self.recent_base, since):
+            return None
+        frames = []
+        for scope in scopes:
+            changes = [
+                Change(v=version, ops=ops)
+                for pos, sc, version, ops in self.recent
+                if sc == scope and positions.after(pos, since)
+            ]
+            if changes:
+                frames.append(encode_frame(
+                    UpdateFrame(scope=scope, pos=self.state.pos, changes=changes)))
+        return frames
+
+    def subscribe(self, conn: Connection) -> None:
+        for scope in conn.scopes:
+            self.subscribers.setdefault(scope, set()).add(conn)
+        self.idle_since = None
+
+    def unsubscribe(self, conn: Connection) -> None:
+        for scope in conn.scopes:
+            subs = self.subscribers.get(scope)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs:
+                    del self.subscribers[scope]
+        if not self.subscribers:
+            self.idle_since = time.monotonic()
+
+
+class CommandSender:
+    """Queues commands and writes them in one pipeline per flush (many per round trip)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._buffer: list[tuple[int, bytes, Callable[[Exception], None]]] = []
+        self._wake = asyncio.Event()
+
+    def send(self, partition: int, command: Command, on_error: Callable[[Exception], None]) -> None:
+        self._buffer.append((partition, encode(command), on_error))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._buffer = self._buffer, []
+            if not batch:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for partition, payload, _ in batch:
+                pipe.xadd(self.keys.commands(partition), {"c": payload})
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                log.error("command write failed", extra={"error": repr(exc), "count": len(batch)})
+                for _, _, on_error in batch:
+                    on_error(exc)
+            metrics.COMMANDS.inc(len(batch))
+
+
+class Hub:
+    def __init__(self, settings: Settings, redis: Redis, gateway_id: str | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.key_prefix, settings.partitions)
+        self.store = EventStore(redis, self.keys)
+        self.gateway_id = gateway_id or settings.gateway_id or uuid.uuid4().hex[:12]
+        self.views: dict[str, BatchView] = {}
+        self._loading: dict[str, asyncio.Future[BatchView | None]] = {}
+        self.connections: dict[str, Connection] = {}
+        self.sender = CommandSender(redis, self.keys)
+        self._pending: dict[str, asyncio.Future[Outcome]] = {}
+        self._partition_wake = {p: asyncio.Event() for p in range(settings.partitions)}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._read_partition(p))
+                       for p in range(self.settings.partitions)]
+        self._tasks.append(asyncio.create_task(self._read_replies()))
+        self._tasks.append(asyncio.create_task(self.sender.run()))
+        self._tasks.append(asyncio.create_task(self._janitor()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.redis.delete(self.keys.replies(self.gateway_id))
+
+    # -- batches and subscriptions --------------------------------------------
+
+    async def open_view(self, batch_id: str) -> BatchView | None:
+        """This gateway's projection of a batch (loaded once), or None if it does not exist."""
+        view = self.views.get(batch_id)
+        if view is not None:
+            return view
+        loading = self._loading.get(batch_id)
+        if loading is None:
+            loading = self._loading[batch_id] = asyncio.ensure_future(self._load(batch_id))
+            loading.add_done_callback(lambda _f: self._loading.pop(batch_id, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, batch_id: str) -> BatchView | None:
+        s = self.settings
+        back = 1 + s.resume_window // max(1, s.snapshot_every)
+        state, tail = await self.store.load_batch(batch_id, keep_tail=True, snapshots_back=back)
+        if not state.opened:
+            return None
+        view = BatchView(state, self.keys.partition(batch_id), s.resume_window)
+        # Every change after the base is remembered: the base is just before the tail.
+        view.recent_base = self._base_before(state, tail)
+        for pos, event in tail:
+            view.remember(pos, event)
+        self.views[batch_id] = view
+        self._partition_wake[view.partition].set()
+        return view
+
+    @staticmethod
+    def _base_before(state: BatchState, tail: list[tuple[str, Event]]) -> str:
+        if not tail:
+            return state.pos
+        ms, seq = positions.parse(tail[0][0])
+        return f"{ms}-{seq - 1}" if seq > 0 else f"{ms - 1}-18446744073709551615"
+
+    def attach(self, conn: Connection, since: str | None) -> None:
+        """Register a connection and queue what it needs first: a resume or the full state."""
+        self.connections[conn.id] = conn
+        conn.view.subscribe(conn)
+        metrics.CONNECTIONS.inc()
+        frames = conn.view.resume_frames(conn.scopes, since) if since else None
+        if frames is None:
+            frames = conn.view.state_frames(conn.scopes, resync=bool(since))
+            if since:
+                conn.resyncs += 1
+                metrics.RESYNCS.inc()
+        for frame in frames:
+            conn.push(frame)
+
+    def detach(self, conn: Connection) -> None:
+        if self.connections.pop(conn.id, None) is not None:
+            metrics.CONNECTIONS.dec()
+        conn.view.unsubscribe(conn)
+
+    # -- commands --------------------------------------------------------------
+
+    def submit(self, command: Command) -> None:
+        """Send a participant's command; its answer arrives as an ack (via the log) or a fail."""
+        def failed(exc: Exception) -> None:
+            conn = self.connections.get(command.conn)
+            if conn is not None:
+                conn.push(encode_frame(FailFrame(
+                    id=command.id, code="unavailable",
+                    message="the session store is unavailable; retry later")), essential=True)
+        self.sender.send(self.keys.partition(command.batch), command, failed)
+
+    async def request(self, command: Command, timeout_s: float = 10.0) -> Outcome:
+        """Send a command and wait for its outcome on the reply stream (HTTP callers)."""
+        command.reply = True
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending[command.id] = future
+
+        def failed(exc: Exception) -> None:
+            if not future.done():
+                future.set_exception(exc)
+        self.sender.send(self.keys.partition(command.batch), command, failed)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._pending.pop(command.id, None)
+
+    # -- readers ---------------------------------------------------------------
+
+    async def _read_partition(self, partition: int) -> None:
+        """Fan out every new event of this partition's watched batches."""
+        wake = self._partition_wake[partition]
+        block = self.settings.read_block_ms
+        while True:
+            views = {self.keys.events(v.batch_id).encode(): v
+                     for v in self.views.values() if v.partition == partition}
+            if not views:
+                wake.clear()
+                await wake.wait()
+                continue
+            try:
+                reply = await self.redis.xread(
+                    {key: v.state.pos for key, v in views.items()}, count=1000, block=block)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("partition read failed", extra={"partition": partition,
+                                                          "error": repr(exc)})
+                await asyncio.sleep(0.5)
+                continue
+            for key, entries in reply or ():
+                view = views[key if isinstance(key, bytes) else key.encode()]
+                try:
+                    self.deliver(view, entries)
+                except (ProjectionError, PatchError) as exc:
+                    log.error("projection failed, reloading batch", extra={
+                        "batch": view.batch_id, "error": repr(exc)})
+                    await self._reload(view)
+
+    def deliver(self, view: BatchView, entries: list) -> None:
+        """Fold a read's entries, then queue one shared frame per scope and the acks."""
+        changes: dict[str, list[Change]] = {}
+        acks: list[tuple[str, str, int]] = []
+        me = self.gateway_id
+        for entry_id, fields in entries:
+            pos = entry_id.decode()
+            event = decode_event(fields[b"e"])
+            fold(view.state, event, pos)
+            view.remember(pos, event)
+            if isinstance(event, SessionPatched):
+                changes.setdefault(event.scope, []).append(Change(v=event.version, ops=event.ops))
+            if event.gw == me and event.conn and event.cmd:
+                acks.append((event.conn, event.cmd, event.version))
+        pos = view.state.pos
+        for scope, scope_changes in changes.items():
+            subscribers = view.subscribers.get(scope)
+            if not subscribers:
+                continue
+            frame = encode_frame(UpdateFrame(scope=scope, pos=pos, changes=scope_changes))
+            for conn in subscribers:
+                conn.push(frame)
+            metrics.FRAMES.inc(len(subscribers))
+        for conn_id, cmd_id, version in acks:
+            conn = self.connections.get(conn_id)
+            if conn is not None:
+                conn.push(encode_frame(AckFrame(id=cmd_id, version=version)), essential=True)
+
+    async def _reload(self, view: BatchView) -> None:
+        state, _ = await self.store.load_batch(view.batch_id)
+        view.state = state
+        view.recent.clear()
+        view.recent_base = state.pos
+        for subs in view.subscribers.values():
+            for conn in subs:
+                conn.request_resync()
+
+    async def _read_replies(self) -> None:
+        key = self.keys.replies(self.gateway_id)
+        last = "0-0"
+        while True:
+            try:
+                reply = await self.redis.xread({key: last}, count=1000, block=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("reply read failed", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id.decode()
+                    self._route_reply(decode_outcome(fields[b"o"]))
+
+    def _route_reply(self, outcome: Outcome) -> None:
+        future = self._pending.get(outcome.cmd)
+        if future is not None and not outcome.conn:
+            if not future.done():
+                future.set_result(outcome)
+            return
+        conn = self.connections.get(outcome.conn)
+        if conn is None:
+            return  # gone; a retry of the same id will get this answer again
+        if outcome.ok:
+            frame = encode_frame(AckFrame(id=outcome.cmd, version=outcome.version))
+        else:
+            frame = encode_frame(FailFrame(id=outcome.cmd, code=outcome.code,
+                                           message=outcome.message, version=outcome.version))
+        conn.push(frame, essential=True)
+
+    async def _janitor(self) -> None:
+        """Drop projections nobody has watched for a while."""
+        while True:
+            await asyncio.sleep(5)
+            now = time.monotonic()
+            for batch_id, view in list(self.views.items()):
+                if view.idle_since is not None and now - view.idle_since > VIEW_GRACE_S:
+                    del self.views[batch_id]
+
+
+PARTICIPANT_SCOPES = (BATCH_SESSION,)

@@ -1,0 +1,91 @@
+"""The participant wire protocol (docs/protocol.md): one tagged union per direction,
+one encoder and decoder per process."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ScopeName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Version = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ClientMessage(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+class PatchMsg(ClientMessage, tag="patch"):
+    id: CommandId
+    scope: ScopeName
+    ops: list[Any]
+    version: Version | None = None
+
+
+class ResyncMsg(ClientMessage, tag="resync"):
+    pass
+
+
+class PingMsg(ClientMessage, tag="ping"):
+    pass
+
+
+Incoming = PatchMsg | ResyncMsg | PingMsg
+
+
+class ServerFrame(msgspec.Struct, tag_field="type", omit_defaults=True):
+    pass
+
+
+class Change(msgspec.Struct, array_like=False):
+    v: int
+    ops: list[Any]
+
+
+class StateFrame(ServerFrame, tag="state"):
+    scope: str
+    version: int
+    data: Any
+    pos: str
+    resync: bool = False
+
+
+class UpdateFrame(ServerFrame, tag="update"):
+    scope: str
+    pos: str
+    changes: list[Change]
+
+
+class AckFrame(ServerFrame, tag="ack"):
+    id: str
+    version: int
+
+
+class FailFrame(ServerFrame, tag="fail"):
+    id: str
+    code: str
+    message: str
+    version: int = 0
+
+
+class ErrorFrame(ServerFrame, tag="error"):
+    code: str
+    message: str
+
+
+class PongFrame(ServerFrame, tag="pong"):
+    pass
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Incoming)
+
+
+def encode_frame(frame: ServerFrame) -> str:
+    """Frames are sent as text; encode once and share the str between recipients."""
+    return _encoder.encode(frame).decode()
+
+
+def decode_message(data: str | bytes) -> Incoming:
+    return _decoder.decode(data)

@@ -1,0 +1,321 @@
+"""The session worker: one writer per batch, by partition leases.
+
+Each worker keeps a heartbeat in a registry, takes a fair share of the P
+partitions by lease (epoch incremented on every takeover) and, per owned
+partition, runs one loop: read a batch of commands after the stored cursor,
+decide each against the in-memory state, then append every event, every
+remembered outcome and the new cursor in one fenced Lua call. Rejections and
+answers to retried commands go to the sending gateway's reply stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import time
+import uuid
+
+import msgspec
+from redis.asyncio import Redis
+
+from services.settings import Settings
+from session_store.commands import Command, Outcome, decode_command, decode_outcome, encode
+from session_store.domain import Limits, Rejected, SizeTracker, committed_outcome, decide
+from session_store.events import encode_event
+from session_store.keys import Keys
+from session_store.positions import ZERO
+from session_store.projector import BatchState, encode_state
+from session_store.store import (
+    EventStore,
+    PlannedCommand,
+    PlannedEvent,
+    StaleEpoch,
+    VersionConflict,
+)
+
+log = logging.getLogger("cohort.worker")
+
+
+class BatchHolder:
+    """A batch's live state in the worker, with what snapshots need to know."""
+
+    __slots__ = ("last_active", "since_snapshot", "sizes", "state")
+
+    def __init__(self, state: BatchState) -> None:
+        self.state = state
+        self.sizes = SizeTracker()
+        self.since_snapshot = 0
+        self.last_active = time.monotonic()
+
+
+class PartitionLoop:
+    """Owns one partition at one epoch until stopped or fenced out."""
+
+    def __init__(self, worker: Worker, partition: int, epoch: int) -> None:
+        self.worker = worker
+        self.partition = partition
+        self.epoch = epoch
+        self.batches: dict[str, BatchHolder] = {}
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        w = self.worker
+        cursor = (await w.redis.get(w.keys.cursor(self.partition)) or b"0-0").decode()
+        commands_key = w.keys.commands(self.partition)
+        handled = 0
+        while not self.stopping:
+            reply = await w.redis.xread(
+                {commands_key: cursor}, count=w.settings.command_batch, block=500
+            )
+            if not reply:
+                await self.idle_snapshots()
+                continue
+            entries = reply[0][1]
+            try:
+                cursor = await self.handle(entries, cursor)
+            except StaleEpoch as exc:
+                log.warning("fenced out, dropping partition", extra={
+                    "partition": self.partition, "detail": str(exc)})
+                self.batches.clear()
+                w.forget(self)
+                return
+            except VersionConflict as exc:
+                # The in-memory state ran ahead of Redis: rebuild from the log and
+                # handle the same commands again (nothing of them was written).
+                log.error("version conflict, rebuilding", extra={
+                    "partition": self.partition, "detail": str(exc)})
+                self.batches.clear()
+                continue
+            handled += len(entries)
+            if handled >= 10 * w.settings.command_batch:
+                handled = 0
+                # Commands before the cursor are done with: keep the stream short.
+                await w.redis.xtrim(commands_key, minid=cursor, approximate=True)
+
+    async def holder(self, batch_id: str) -> BatchHolder:
+        found = self.batches.get(batch_id)
+        if found is None:
+            state, _ = await self.worker.store.load_batch(batch_id)
+            found = self.batches[batch_id] = BatchHolder(state)
+        return found
+
+    async def handle(self, entries: list, cursor: str) -> str:
+        w = self.worker
+        commands: list[tuple[str, Command | None]] = []
+        for entry_id, fields in entries:
+            try:
+                commands.append((entry_id.decode(), decode_command(fields[b"c"])))
+            except (msgspec.DecodeError, KeyError):
+                log.error("undecodable command skipped", extra={"entry": entry_id.decode()})
+                commands.append((entry_id.decode(), None))
+        valid = [c for _, c in commands if c is not None]
+        for batch_id in {c.batch for c in valid}:
+            await self.holder(batch_id)
+        stored = await w.store.dedupe_lookup([(c.batch, c.run, c.id) for c in valid])
+        prior = dict(zip(((c.batch, c.run, c.id) for c in valid), stored, strict=True))
+
+        planned: list[PlannedCommand] = []
+        planned_for: list[Command] = []
+        answers: list[tuple[Command, bytes]] = []
+        seen: set[tuple[str, str, str]] = set()
+        for _, command in commands:
+            if command is None:
+                continue
+            ident = (command.batch, command.run, command.id)
+            if prior[ident] is not None or ident in seen:
+                # Answered after the append, from what Redis remembers.
+                planned.append(PlannedCommand(command.batch, command.run, command.id, []))
+                planned_for.append(command)
+                continue
+            seen.add(ident)
+            holder = self.batches[command.batch]
+            try:
+                events = decide(holder.state, command, w.limits, holder.sizes)
+            except Rejected as rejection:
+                outcome = encode(rejection.outcome(command))
+                planned.append(PlannedCommand(
+                    command.batch, command.run, command.id, [], rejected=outcome))
+                planned_for.append(command)
+                answers.append((command, outcome))
+                continue
+            planned.append(PlannedCommand(
+                command.batch, command.run, command.id,
+                [PlannedEvent(command.batch, e.scope, e.version, encode_event(e))
+                 for e in events],
+                template=committed_outcome(command, events),
+            ))
+            planned_for.append(command)
+            holder.since_snapshot += len(events)
+            holder.last_active = time.monotonic()
+
+        new_cursor = commands[-1][0]
+        result = await w.store.append(
+            self.partition, self.epoch, new_cursor, planned, w.settings.dedupe_ttl_s)
+        for command, plan, (kind, values) in zip(
+            planned_for, planned, result.results, strict=True
+        ):
+            if kind == "new":
+                self.batches[command.batch].state.pos = values[-1].decode()
+                if command.reply:
+                    answers.append((command, plan.template.replace(b"%POS%", values[-1])))
+            elif kind == "dup":
+                if values[0] == b"same-iteration":
+                    continue  # the first copy in this iteration is answered already
+                answers.append((command, values[0]))
+        await self.send_answers(answers)
+        await self.maybe_snapshot()
+        return new_cursor
+
+    async def send_answers(self, answers: list[tuple[Command, bytes]]) -> None:
+        if not answers:
+            return
+        w = self.worker
+        pipe = w.redis.pipeline(transaction=False)
+        for command, outcome_bytes in answers:
+            # Route to the connection that sent this copy, not the first one.
+            outcome: Outcome = decode_outcome(outcome_bytes)
+            outcome.conn = command.conn
+            pipe.xadd(
+                w.keys.replies(command.gw), {"o": encode(outcome)},
+                maxlen=w.settings.replies_maxlen, approximate=True,
+            )
+        await pipe.execute()
+
+    async def maybe_snapshot(self, idle_after_s: float | None = None) -> None:
+        w = self.worker
+        now = time.monotonic()
+        for holder in self.batches.values():
+            due = holder.since_snapshot >= w.settings.snapshot_every
+            idle = (
+                idle_after_s is not None and holder.since_snapshot > 0
+                and now - holder.last_active >= idle_after_s
+            )
+            if due or idle:
+                # Encoded now (consistent), written without holding up the loop.
+                data = encode_state(holder.state)
+                holder.since_snapshot = 0
+                w.spawn(w.store.save_snapshot(holder.state.batch_id, data, holder.state.pos))
+
+    async def idle_snapshots(self) -> None:
+        await self.maybe_snapshot(idle_after_s=2.0)
+
+
+class Worker:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.key_prefix, settings.partitions)
+        self.store = EventStore(redis, self.keys)
+        self.limits = Limits(
+            max_session_bytes=settings.max_session_bytes,
+            max_ops_per_patch=settings.max_ops_per_patch,
+        )
+        self.worker_id = settings.worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self.owned: dict[int, PartitionLoop] = {}
+        self.background: set[asyncio.Task[object]] = set()
+        self.stopped = asyncio.Event()
+
+    def spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def forget(self, loop: PartitionLoop) -> None:
+        if self.owned.get(loop.partition) is loop:
+            del self.owned[loop.partition]
+
+    async def live_workers(self) -> int:
+        now = int(time.time() * 1000)
+        key = self.keys.workers()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {self.worker_id: now})
+        # A worker silent for one lease period is gone: its leases lapse then too.
+        pipe.zremrangebyscore(key, 0, now - self.settings.lease_ms)
+        pipe.zcard(key)
+        return max(1, (await pipe.execute())[2])
+
+    def start_loop(self, partition: int, epoch: int) -> None:
+        loop = PartitionLoop(self, partition, epoch)
+        self.owned[partition] = loop
+        loop.task = asyncio.create_task(loop.run())
+        loop.task.add_done_callback(lambda t, lp=loop: self._loop_done(lp, t))
+        log.info("partition acquired", extra={"partition": partition, "epoch": epoch})
+
+    def _loop_done(self, loop: PartitionLoop, task: asyncio.Task[None]) -> None:
+        self.forget(loop)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("partition loop crashed", extra={
+                "partition": loop.partition, "error": repr(task.exception())})
+
+    async def balance(self) -> None:
+        """Renew what we own, take free partitions up to a fair share, give back extras."""
+        s = self.settings
+        for partition, loop in list(self.owned.items()):
+            if not await self.store.renew(partition, self.worker_id, s.lease_ms, loop.epoch):
+                log.warning("lease lost", extra={"partition": partition})
+                await self.stop_loop(loop, release=False)
+        fair = math.ceil(s.partitions / await self.live_workers())
+        # Start at a worker-specific offset so that workers spread out.
+        offset = hash(self.worker_id) % s.partitions
+        for i in range(s.partitions):
+            if len(self.owned) >= fair:
+                break
+            partition = (offset + i) % s.partitions
+            if partition in self.owned:
+                continue
+            epoch = await self.store.acquire(partition, self.worker_id, s.lease_ms)
+            if epoch:
+                self.start_loop(partition, epoch)
+        while len(self.owned) > fair:
+            partition = max(self.owned)
+            await self.stop_loop(self.owned[partition], release=True)
+
+    async def stop_loop(self, loop: PartitionLoop, release: bool) -> None:
+        loop.stopping = True
+        if loop.task is not None:
+            loop.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop.task
+        self.forget(loop)
+        if release:
+            await self.store.release(loop.partition, self.worker_id, loop.epoch)
+
+    async def run(self) -> None:
+        interval = self.settings.lease_ms / 3000
+        log.info("worker up", extra={"worker": self.worker_id})
+        while not self.stopped.is_set():
+            try:
+                await self.balance()
+            except Exception:
+                log.exception("balance failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), interval)
+        for loop in list(self.owned.values()):
+            await self.stop_loop(loop, release=True)
+        await self.redis.zrem(self.keys.workers(), self.worker_id)
+
+
+async def serve(settings: Settings) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    worker = Worker(settings, redis)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stopped.set)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(serve(settings))
+
+
+__all__ = ["ZERO", "Worker", "run", "serve"]

@@ -1,0 +1,91 @@
+-- Atomic, fenced, versioned append of one worker iteration's outcomes.
+--
+-- KEYS[1] partition epoch, KEYS[2] partition command cursor, KEYS[3..] the
+-- event streams, version hashes and dedupe hashes named by index below.
+-- ARGV: epoch, new cursor ('' keeps it), dedupe TTL seconds, command count,
+-- then per command: dedupe key index, command id, rejection outcome ('' when
+-- it commits), committed-outcome template, event count; then per event:
+-- stream key index, versions key index, scope, version, payload.
+--
+-- Nothing is written unless the epoch matches, no command was seen before
+-- (then its stored outcome is returned instead) and every event's version
+-- follows the scope's current one. Returns {'OK', results} where each result
+-- is {'new', pos...} / {'rejected'} / {'dup', stored outcome}, or
+-- {'STALE', epoch} / {'VERSION', scope, current, attempted}.
+
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then
+  return {'STALE', epoch or ''}
+end
+
+local ttl = tonumber(ARGV[3])
+local ncmds = tonumber(ARGV[4])
+local i = 5
+local cmds = {}
+local current = {}
+local seen = {}
+
+-- Pass 1: validate everything, write nothing.
+for c = 1, ncmds do
+  local dkey = KEYS[tonumber(ARGV[i])]
+  local cmd = {dkey = dkey, id = ARGV[i + 1], rejected = ARGV[i + 2],
+               template = ARGV[i + 3], events = {}}
+  local nevents = tonumber(ARGV[i + 4])
+  i = i + 5
+  local ident = dkey .. '\n' .. cmd.id
+  cmd.prior = redis.call('HGET', dkey, cmd.id)
+  if (not cmd.prior) and seen[ident] then
+    cmd.prior = 'same-iteration'
+  end
+  seen[ident] = true
+  for e = 1, nevents do
+    local ev = {stream = KEYS[tonumber(ARGV[i])], vkey = KEYS[tonumber(ARGV[i + 1])],
+                scope = ARGV[i + 2], version = tonumber(ARGV[i + 3]), payload = ARGV[i + 4]}
+    i = i + 5
+    if not cmd.prior then
+      local slot = ev.vkey .. '\n' .. ev.scope
+      local cur = current[slot]
+      if cur == nil then
+        cur = tonumber(redis.call('HGET', ev.vkey, ev.scope) or '0')
+      end
+      if ev.version ~= cur + 1 then
+        return {'VERSION', ev.scope, tostring(cur), tostring(ev.version)}
+      end
+      current[slot] = ev.version
+    end
+    cmd.events[e] = ev
+  end
+  cmds[c] = cmd
+end
+
+-- Pass 2: write.
+local results = {}
+for c = 1, ncmds do
+  local cmd = cmds[c]
+  if cmd.prior then
+    results[c] = {'dup', cmd.prior}
+  elseif cmd.rejected ~= '' then
+    redis.call('HSET', cmd.dkey, cmd.id, cmd.rejected)
+    redis.call('EXPIRE', cmd.dkey, ttl)
+    results[c] = {'rejected'}
+  else
+    local res = {'new'}
+    local last = ''
+    for e = 1, #cmd.events do
+      local ev = cmd.events[e]
+      last = redis.call('XADD', ev.stream, '*', 'e', ev.payload)
+      redis.call('HSET', ev.vkey, ev.scope, ev.version)
+      res[#res + 1] = last
+    end
+    -- The template holds the literal '%POS%' where the position goes.
+    local outcome = string.gsub(cmd.template, '%%POS%%', last)
+    redis.call('HSET', cmd.dkey, cmd.id, outcome)
+    redis.call('EXPIRE', cmd.dkey, ttl)
+    results[c] = res
+  end
+end
+
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return {'OK', results}

@@ -1,0 +1,65 @@
+"""Commands: what gateways ask the session service to do. One tagged union.
+
+A command travels in its batch's partition stream. Its id is client-chosen and
+unique per run; ``(batch, run, id)`` names it for deduplication.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class CommandBase(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
+    id: str
+    batch: str
+    run: str
+    gw: str
+    conn: str = ""
+    # Ask for the outcome on the gateway's reply stream even when committed
+    # (HTTP callers, which do not read the batch's event stream).
+    reply: bool = False
+
+
+class OpenBatch(CommandBase, tag="open_batch"):
+    label: str = ""
+
+
+class Patch(CommandBase, tag="patch"):
+    scope: str
+    ops: list[Any]
+    version: int | None = None
+
+
+Command = OpenBatch | Patch
+
+
+class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The answer to a command, remembered for retries and sent on the reply stream."""
+
+    cmd: str
+    ok: bool
+    scope: str = ""
+    version: int = 0
+    pos: str = ""
+    code: str = ""
+    message: str = ""
+    conn: str = ""
+
+
+_encoder = msgspec.json.Encoder()
+_command_decoder = msgspec.json.Decoder(Command)
+_outcome_decoder = msgspec.json.Decoder(Outcome)
+
+
+def encode(value: Command | Outcome) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_command(data: bytes) -> Command:
+    return _command_decoder.decode(data)
+
+
+def decode_outcome(data: bytes) -> Outcome:
+    return _outcome_decoder.decode(data)

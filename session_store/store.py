@@ -1,0 +1,209 @@
+"""The Redis persistence layer: fenced appends, leases, snapshots and reads.
+
+Every key name comes from ``session_store.keys``; every multi-key write is one
+Lua script on one partition's slot, so this works unchanged on Redis Cluster.
+redis-py's ``Script`` objects retry with EVAL on NOSCRIPT (after a restart or a
+``SCRIPT FLUSH``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from session_store.events import Event, decode_event
+from session_store.keys import Keys
+from session_store.positions import ZERO
+from session_store.projector import BatchState, decode_state, encode_state, fold
+
+SNAPSHOTS_KEPT = 20
+READ_CHUNK = 5000
+
+
+class StaleEpoch(Exception):
+    """The partition was taken over: this worker must drop it."""
+
+
+class VersionConflict(Exception):
+    """The in-memory state disagrees with the stored versions: rebuild the batch."""
+
+
+class PlannedEvent(msgspec.Struct):
+    batch: str
+    scope: str
+    version: int
+    payload: bytes
+
+
+class PlannedCommand(msgspec.Struct):
+    """One command's outcome as the worker decided it, before it is durable."""
+
+    batch: str
+    run: str
+    cmd_id: str
+    events: list[PlannedEvent]
+    # Encoded Outcome for a rejection, else b"".
+    rejected: bytes = b""
+    # Encoded Outcome for a commit, with the literal %POS% for the last position.
+    template: bytes = b""
+
+
+class AppendResult(msgspec.Struct):
+    """Per planned command: ("new", [positions]) / ("rejected", []) / ("dup", [outcome])."""
+
+    results: list[tuple[str, list[bytes]]]
+
+
+def _script(name: str) -> str:
+    return resources.files("session_store").joinpath(name).read_text()
+
+
+class EventStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._append = redis.register_script(_script("append.lua"))
+        self._lease = redis.register_script(_script("lease.lua"))
+
+    # -- appends ---------------------------------------------------------------
+
+    async def append(
+        self,
+        partition: int,
+        epoch: int,
+        cursor: str,
+        commands: Sequence[PlannedCommand],
+        dedupe_ttl_s: int,
+    ) -> AppendResult:
+        keys: list[str] = [self.keys.epoch(partition), self.keys.cursor(partition)]
+        index: dict[str, int] = {}
+
+        def key_index(name: str) -> int:
+            found = index.get(name)
+            if found is None:
+                keys.append(name)
+                found = index[name] = len(keys)
+            return found
+
+        args: list[Any] = [epoch, cursor, dedupe_ttl_s, len(commands)]
+        for command in commands:
+            args += [
+                key_index(self.keys.dedupe(command.batch, command.run)),
+                command.cmd_id,
+                command.rejected,
+                command.template,
+                len(command.events),
+            ]
+            for ev in command.events:
+                args += [
+                    key_index(self.keys.events(ev.batch)),
+                    key_index(self.keys.versions(ev.batch)),
+                    ev.scope,
+                    ev.version,
+                    ev.payload,
+                ]
+        reply = await self._append(keys=keys, args=args)
+        status = reply[0]
+        if status == b"STALE":
+            raise StaleEpoch(f"partition {partition}: epoch {epoch}, stored {reply[1]!r}")
+        if status == b"VERSION":
+            raise VersionConflict(
+                f"scope {reply[1].decode()} is at {reply[2].decode()}, "
+                f"attempted {reply[3].decode()}"
+            )
+        return AppendResult([(r[0].decode(), list(r[1:])) for r in reply[1]])
+
+    async def dedupe_lookup(self, items: Sequence[tuple[str, str, str]]) -> list[bytes | None]:
+        """Stored outcomes for ``(batch, run, command id)`` triples, in one round trip."""
+        if not items:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for batch, run, cmd_id in items:
+            pipe.hget(self.keys.dedupe(batch, run), cmd_id)
+        return await pipe.execute()
+
+    # -- leases ----------------------------------------------------------------
+
+    async def acquire(self, partition: int, worker: str, ttl_ms: int) -> int:
+        """The new epoch, or 0 if another worker holds the partition."""
+        return int(await self._lease(
+            keys=[self.keys.lease(partition), self.keys.epoch(partition)],
+            args=["acquire", worker, ttl_ms, 0],
+        ))
+
+    async def renew(self, partition: int, worker: str, ttl_ms: int, epoch: int) -> bool:
+        return bool(await self._lease(
+            keys=[self.keys.lease(partition), self.keys.epoch(partition)],
+            args=["renew", worker, ttl_ms, epoch],
+        ))
+
+    async def release(self, partition: int, worker: str, epoch: int) -> bool:
+        return bool(await self._lease(
+            keys=[self.keys.lease(partition), self.keys.epoch(partition)],
+            args=["release", worker, 0, epoch],
+        ))
+
+    # -- snapshots and reads ---------------------------------------------------
+
+    async def save_snapshot(self, batch_id: str, state_bytes: bytes, pos: str) -> bool:
+        """Store a snapshot whose entry ID is the position of the last event it folds."""
+        if pos == ZERO:
+            return False
+        try:
+            await self.redis.xadd(
+                self.keys.snapshots(batch_id), {"s": state_bytes}, id=pos,
+                maxlen=SNAPSHOTS_KEPT, approximate=True,
+            )
+        except Exception as exc:  # an equal or older ID: that snapshot exists already
+            if "equal or smaller" in str(exc):
+                return False
+            raise
+        return True
+
+    async def latest_snapshot(
+        self, batch_id: str, at: str = "+", back: int = 1
+    ) -> BatchState | None:
+        """The newest snapshot at or before position ``at`` (or the ``back``-th newest)."""
+        entries = await self.redis.xrevrange(self.keys.snapshots(batch_id), at, "-", count=back)
+        if not entries:
+            return None
+        return decode_state(entries[-1][1][b"s"])
+
+    async def read_events(
+        self, batch_id: str, after: str = ZERO, until: str = "+"
+    ) -> AsyncIterator[tuple[str, Event]]:
+        """Events after position ``after`` (exclusive) up to ``until``, in chunks."""
+        key = self.keys.events(batch_id)
+        start = f"({after}" if after != ZERO else "-"
+        while True:
+            entries = await self.redis.xrange(key, start, until, count=READ_CHUNK)
+            for entry_id, fields in entries:
+                pos = entry_id.decode()
+                yield pos, decode_event(fields[b"e"])
+            if len(entries) < READ_CHUNK:
+                return
+            start = f"({entries[-1][0].decode()}"
+
+    async def load_batch(
+        self, batch_id: str, keep_tail: bool = False, snapshots_back: int = 1
+    ) -> tuple[BatchState, list[tuple[str, Event]]]:
+        """A snapshot plus the stream tail folded in; optionally the tail itself.
+
+        ``snapshots_back`` > 1 starts from an older snapshot, so that the tail is
+        long enough for gateways to serve resumes from memory.
+        """
+        state = await self.latest_snapshot(batch_id, back=snapshots_back)
+        state = state or BatchState(batch_id=batch_id)
+        tail: list[tuple[str, Event]] = []
+        async for pos, event in self.read_events(batch_id, after=state.pos):
+            fold(state, event, pos)
+            if keep_tail:
+                tail.append((pos, event))
+        return state, tail
+
+    async def snapshot_now(self, state: BatchState) -> bool:
+        return await self.save_snapshot(state.batch_id, encode_state(state), state.pos)
