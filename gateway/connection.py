@@ -59,7 +59,9 @@ class Connection:
             return
         if self.needs_resync and not essential:
             return  # the coming resync covers it
-        if not essential and self._queued + len(frame) > self._cap:
+        # The cap bounds the backlog: one frame into an empty queue always fits,
+        # so a large coalesced frame is never undeliverable.
+        if not essential and self._queue and self._queued + len(frame) > self._cap:
             self._overflow()
         else:
             self._queue.append((frame, essential))

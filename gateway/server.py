@@ -17,6 +17,9 @@ def run(settings: Settings) -> None:
         ws="websockets-sansio",
         # Our own size check answers with an error frame; this only stops abuse.
         ws_max_size=max(4 * settings.max_message_bytes, 1024 * 1024),
+        # Compression is per connection: it would turn "encode once, write the same
+        # bytes to every subscriber" into a deflate per recipient.
+        ws_per_message_deflate=False,
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",

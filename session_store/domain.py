@@ -122,6 +122,9 @@ def _patch(
         fold(state, event, state.pos)
     except PatchError as exc:
         raise Rejected(exc.code, exc.message, scope, current) from None
+    except Rejected as rejection:
+        rejection.scope, rejection.version = scope, current
+        raise
     return event
 
 
