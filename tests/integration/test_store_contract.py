@@ -1,0 +1,205 @@
+"""Contract tests of the Redis layer (append script, leases, snapshots, reads).
+
+Each runs against the machine's Redis 7 (or whatever COHORT_TEST_REDIS_URL names)
+and against an embedded Redis 6.2, the oldest version Cohort supports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from session_store.commands import Outcome, decode_outcome, encode
+from session_store.events import (
+    BATCH_SESSION,
+    BatchOpened,
+    SessionPatched,
+    decode_event,
+    encode_event,
+)
+from session_store.keys import Keys
+from session_store.projector import BatchState, encode_state, fold
+from session_store.store import (
+    EventStore,
+    PlannedCommand,
+    PlannedEvent,
+    StaleEpoch,
+    VersionConflict,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(params=["redis7", "redis6.2"])
+async def store(request: pytest.FixtureRequest, make_prefix: Callable[[], str]
+                ) -> AsyncIterator[EventStore]:
+    url = request.getfixturevalue("redis_url" if request.param == "redis7" else "redis62_url")
+    redis = Redis.from_url(url)
+    prefix = make_prefix()
+    yield EventStore(redis, Keys(prefix, 4))
+    # Clean up here too: the 6.2 server is not covered by the session-wide cleanup.
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=500):
+        await redis.unlink(key)
+    await redis.aclose()
+
+
+def patch_command(batch: str, run: str, cmd: str, version: int, value: object) -> PlannedCommand:
+    event = SessionPatched(scope=BATCH_SESSION, version=version, cmd=cmd, run=run,
+                           ops=[{"op": "add", "path": f"/{run}-{cmd}", "value": value}])
+    template = encode(Outcome(cmd=cmd, ok=True, scope=BATCH_SESSION, version=version,
+                              pos="%POS%"))
+    return PlannedCommand(batch, run, cmd, [PlannedEvent(batch, BATCH_SESSION, version,
+                                                         encode_event(event))],
+                          template=template)
+
+
+async def own(store: EventStore, batch: str, worker: str = "w1") -> tuple[int, int]:
+    partition = store.keys.partition(batch)
+    epoch = await store.acquire(partition, worker, 10_000)
+    assert epoch > 0
+    return partition, epoch
+
+
+async def test_twenty_concurrent_writers_one_winner_per_version(store: EventStore):
+    batch = "hot"
+    partition, epoch = await own(store, batch)
+    winners: dict[int, str] = {}
+    target = 200
+
+    async def writer(name: str) -> None:
+        attempt = 0
+        while len(winners) < target:
+            current = int(await store.redis.hget(store.keys.versions(batch), BATCH_SESSION) or 0)
+            if current >= target:
+                return
+            attempt += 1
+            plan = patch_command(batch, name, str(attempt), current + 1, attempt)
+            try:
+                result = await store.append(partition, epoch, "", [plan], 60)
+            except VersionConflict:
+                continue
+            assert result.results[0][0] == "new"
+            assert current + 1 not in winners, "two winners for one version"
+            winners[current + 1] = name
+
+    await asyncio.gather(*(writer(f"w{i}") for i in range(20)))
+    assert sorted(winners) == list(range(1, target + 1))
+    entries = await store.redis.xrange(store.keys.events(batch))
+    versions = [decode_event(fields[b"e"]).version for _, fields in entries]
+    assert versions == list(range(1, target + 1)), "gaps or duplicates in the stream"
+    assert len(set(winners.values())) > 1, "the writers did not actually race"
+
+
+async def test_same_command_id_applies_once_and_answers_the_same(store: EventStore):
+    batch = "dup"
+    partition, epoch = await own(store, batch)
+    first = await store.append(partition, epoch, "1-0", [patch_command(batch, "r1", "c1", 1, 1)],
+                               60)
+    assert first.results[0][0] == "new"
+    pos = first.results[0][1][-1].decode()
+    # Retried: the script refuses to write it again and returns the remembered outcome.
+    again = await store.append(partition, epoch, "2-0", [patch_command(batch, "r1", "c1", 2, 1)],
+                               60)
+    kind, values = again.results[0]
+    assert kind == "dup"
+    outcome = decode_outcome(values[0])
+    assert outcome.ok and outcome.version == 1 and outcome.pos == pos
+    # Twice in one call: the second copy is marked, not written.
+    both = await store.append(partition, epoch, "3-0", [
+        patch_command(batch, "r1", "c2", 2, 2), patch_command(batch, "r1", "c2", 3, 2)], 60)
+    assert [r[0] for r in both.results] == ["new", "dup"]
+    assert both.results[1][1] == [b"same-iteration"]
+    assert await store.redis.xlen(store.keys.events(batch)) == 2
+    assert await store.redis.get(store.keys.cursor(partition)) == b"3-0"
+    assert await store.redis.ttl(store.keys.dedupe(batch, "r1")) > 0
+
+
+async def test_rejection_is_remembered_and_writes_no_event(store: EventStore):
+    batch = "rej"
+    partition, epoch = await own(store, batch)
+    rejection = encode(Outcome(cmd="c9", ok=False, code="test_failed", message="no"))
+    result = await store.append(partition, epoch, "5-0",
+                                [PlannedCommand(batch, "r1", "c9", [], rejected=rejection)], 60)
+    assert result.results[0][0] == "rejected"
+    assert await store.redis.xlen(store.keys.events(batch)) == 0
+    assert await store.dedupe_lookup([(batch, "r1", "c9")]) == [rejection]
+    assert await store.redis.get(store.keys.cursor(partition)) == b"5-0"
+
+
+async def test_stale_epoch_and_version_conflict_write_nothing(store: EventStore):
+    batch = "fence"
+    partition = store.keys.partition(batch)
+    old = await store.acquire(partition, "old", 100)
+    await asyncio.sleep(0.25)  # the old lease lapses
+    new = await store.acquire(partition, "new", 10_000)
+    assert new == old + 1
+    assert not await store.renew(partition, "old", 100, old)
+    assert await store.renew(partition, "new", 10_000, new)
+    with pytest.raises(StaleEpoch):
+        await store.append(partition, old, "9-0", [patch_command(batch, "r", "c", 1, 1)], 60)
+    with pytest.raises(VersionConflict):
+        await store.append(partition, new, "9-0", [patch_command(batch, "r", "c", 2, 1)], 60)
+    # A conflict in the second command stops the first one too: all or nothing.
+    with pytest.raises(VersionConflict):
+        await store.append(partition, new, "9-0", [
+            patch_command(batch, "r", "a", 1, 1), patch_command(batch, "r", "b", 5, 1)], 60)
+    assert await store.redis.xlen(store.keys.events(batch)) == 0
+    assert await store.redis.get(store.keys.cursor(partition)) is None
+    assert await store.dedupe_lookup([(batch, "r", "c"), (batch, "r", "a")]) == [None, None]
+    assert not await store.release(partition, "old", old)
+    assert await store.release(partition, "new", new)
+    assert await store.acquire(partition, "third", 1000) == new + 1
+
+
+async def test_append_survives_script_flush(store: EventStore):
+    batch = "noscript"
+    partition, epoch = await own(store, batch)
+    await store.append(partition, epoch, "", [patch_command(batch, "r", "1", 1, 1)], 60)
+    await store.redis.script_flush()
+    result = await store.append(partition, epoch, "", [patch_command(batch, "r", "2", 2, 2)], 60)
+    assert result.results[0][0] == "new"
+    await store.redis.script_flush()
+    assert await store.renew(partition, "w1", 10_000, epoch)
+
+
+async def test_snapshots_and_reads_from_any_position(store: EventStore):
+    batch = "snap"
+    partition, epoch = await own(store, batch)
+    opened = BatchOpened(scope="batch", version=1, label="L")
+    await store.append(partition, epoch, "", [PlannedCommand(
+        batch, "admin", "open", [PlannedEvent(batch, "batch", 1, encode_event(opened))],
+        template=b"{}")], 60)
+    positions = []
+    for v in range(1, 31):
+        result = await store.append(partition, epoch, "",
+                                    [patch_command(batch, "r", str(v), v, v)], 60)
+        positions.append(result.results[0][1][-1].decode())
+
+    # The live fold of everything, and snapshots at versions 10 and 20.
+    live = BatchState(batch_id=batch)
+    snapshots = {}
+    async for pos, event in store.read_events(batch):
+        fold(live, event, pos)
+        if event.scope == BATCH_SESSION and event.version in (10, 20):
+            snapshots[event.version] = encode_state(live)
+            assert await store.save_snapshot(batch, snapshots[event.version], pos)
+    assert not await store.save_snapshot(batch, snapshots[20], positions[19])  # not newer
+
+    loaded, tail = await store.load_batch(batch, keep_tail=True)
+    assert encode_state(loaded) == encode_state(live)
+    assert [e.version for _, e in tail] == list(range(21, 31))
+    older, tail = await store.load_batch(batch, keep_tail=True, snapshots_back=2)
+    assert encode_state(older) == encode_state(live) and len(tail) == 20
+
+    # The snapshot at or before a position, plus the events up to it, is the state then.
+    at = positions[14]  # version 15
+    state = await store.latest_snapshot(batch, at=at)
+    assert state is not None and state.version(BATCH_SESSION) == 10
+    async for pos, event in store.read_events(batch, after=state.pos, until=at):
+        fold(state, event, pos)
+    assert state.version(BATCH_SESSION) == 15
+    assert state.session(BATCH_SESSION) == {f"r-{v}": v for v in range(1, 16)}
+    assert [e.version async for _, e in store.read_events(batch, after=positions[28])] == [30]
