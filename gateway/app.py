@@ -20,12 +20,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
 
 from gateway.channel import serve_channel
 from gateway.hub import Hub
 from services.settings import Settings
 from session_store.commands import OpenBatch, Outcome
+from session_store.connect import connect_redis
 
 log = logging.getLogger("cohort.gateway")
 
@@ -199,7 +199,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         from gateway.tokens import TokenSigner
 
-        redis = Redis.from_url(settings.redis_url)
+        redis = connect_redis(settings.redis_url)
         pg = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         hub = Hub(settings, redis)
         await hub.start()
@@ -219,9 +219,13 @@ def create_app(settings: Settings) -> Litestar:
             await pg.close()
             await redis.aclose()
 
-    client_routes = [create_static_files_router(
-        path="/client", directories=[CLIENT_JS / "src", CLIENT_JS / "dist"],
-        include_in_schema=False)] if CLIENT_JS.exists() else []
+    # /client/jatos.js is the classic-script build; /client/esm/ the ES modules.
+    client_routes = [
+        create_static_files_router(path="/client/esm", directories=[CLIENT_JS / "src"],
+                                   include_in_schema=False, name="client-esm"),
+        create_static_files_router(path="/client", directories=[CLIENT_JS / "dist"],
+                                   include_in_schema=False, name="client"),
+    ] if CLIENT_JS.exists() else []
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
                         livez, readyz, prometheus_metrics, batch_channel, *client_routes],

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from services.settings import Settings
 from session_store.commands import Command, Outcome, decode_command, decode_outcome, encode
+from session_store.connect import connect_redis
 from session_store.domain import Limits, Rejected, SizeTracker, committed_outcome, decide
 from session_store.events import encode_event
 from session_store.keys import Keys
@@ -303,7 +304,7 @@ class Worker:
 
 
 async def serve(settings: Settings) -> None:
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect_redis(settings.redis_url)
     worker = Worker(settings, redis)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
