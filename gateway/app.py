@@ -232,5 +232,6 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Cohort", version="0.1.0", path="/schema"),
         debug=False,
+        logging_config=None,  # structured logs come from services.logs
     )
 

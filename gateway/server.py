@@ -21,6 +21,8 @@ def run(settings: Settings) -> None:
         # bytes to every subscriber" into a deflate per recipient.
         ws_per_message_deflate=False,
         log_level=settings.log_level,
+        # Our JSON logging (services.logs) is set up by the CLI; keep uvicorn's off it.
+        log_config=None,
         access_log=False,
         lifespan="on",
     )

@@ -72,6 +72,10 @@ class Keys:
         """Sorted set worker id -> last heartbeat (ms), used to size fair shares."""
         return f"{self.prefix}:workers"
 
+    def finalizer_heartbeat(self) -> str:
+        """The finalizer's clock in ms, expiring: present while a finalizer runs."""
+        return f"{self.prefix}:finalizer:heartbeat"
+
     def all_pattern(self) -> str:
         """Pattern matching every key under this prefix (for cleanup in tests)."""
         return f"{self.prefix}:*"

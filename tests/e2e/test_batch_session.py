@@ -8,9 +8,9 @@ import signal
 from collections import Counter
 
 import pytest
-from redis.asyncio import Redis
 
 from services.participant import CommandFailed, Participant
+from session_store.connect import connect_redis
 from session_store.events import decode_event
 from session_store.keys import Keys
 from tests.e2e.conftest import join
@@ -35,7 +35,7 @@ async def increment(p: Participant, path: str = "/counter") -> int:
 async def stream_commands(redis_url: str, stack: Stack, batch_id: str) -> Counter[str]:
     """How many events each command id produced, read straight from the log."""
     keys = Keys(stack.env["COHORT_KEY_PREFIX"], int(stack.env["COHORT_PARTITIONS"]))
-    redis = Redis.from_url(redis_url)
+    redis = connect_redis(redis_url)
     try:
         entries = await redis.xrange(keys.events(batch_id))
     finally:
@@ -127,7 +127,7 @@ async def test_resume_gets_only_missing_changes(make_stack, new_batch_id):
 
 async def owner_of(redis_url: str, stack: Stack, batch: str) -> str:
     keys = Keys(stack.env["COHORT_KEY_PREFIX"], int(stack.env["COHORT_PARTITIONS"]))
-    redis = Redis.from_url(redis_url)
+    redis = connect_redis(redis_url)
     try:
         holder = await redis.get(keys.lease(keys.partition(batch)))
     finally:

@@ -15,7 +15,7 @@ import pytest
 from session_store import jsonpatch as jsonpatch_module
 from session_store.jsonpatch import PatchError, apply_patch
 
-SUITE_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "json-patch"
+SUITE_DIR = Path(__file__).resolve().parents[1] / "data" / "json-patch"
 
 
 def exact(value: Any) -> str:
@@ -59,15 +59,12 @@ def _suite() -> list[Any]:
     for name in ("tests.json", "spec_tests.json"):
         records = json.loads((SUITE_DIR / name).read_text(encoding="utf-8"))
         for index, record in enumerate(records):
+            if record.get("disabled"):
+                continue  # the suite's authors disabled these records (not run, not counted)
             label = record.get("comment") or " ".join(
                 f"{op.get('op')} {op.get('path')}" for op in record["patch"]
             )
-            marks = (
-                [pytest.mark.skip(reason="disabled in the suite")] if record.get("disabled") else []
-            )
-            params.append(
-                pytest.param(record, id=f"{Path(name).stem}-{index:03d} {label}", marks=marks)
-            )
+            params.append(pytest.param(record, id=f"{Path(name).stem}-{index:03d} {label}"))
     return params
 
 

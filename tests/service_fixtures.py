@@ -1,0 +1,151 @@
+"""Helpers behind the service fixtures in conftest.py.
+
+(Not named ``services.py``: pytest puts ``tests/`` first on ``sys.path``, and a
+``tests/services.py`` would shadow the project's ``services`` package.)
+
+Where the Redis and Postgres servers come from, for each one on its own:
+
+1. ``COHORT_TEST_REDIS_URL`` / ``COHORT_TEST_DATABASE_URL`` when set (CI sets them);
+2. testcontainers, when a Docker engine answers a ping within 1.5 s;
+3. the embedded servers of ``services/embedded.py`` in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import secrets
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from services.embedded import start_postgres, start_redis
+
+REDIS_IMAGE = "redis:7-alpine"
+POSTGRES_IMAGE = "postgres:16-alpine"
+
+
+def new_prefix() -> str:
+    """A key prefix no other test session uses (no braces, no glob characters)."""
+    return "t" + secrets.token_hex(6)
+
+
+@functools.cache
+def docker_available(timeout: float = 1.5) -> bool:
+    """True when a Docker engine answers; the docker CLI alone proves nothing."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def scratch_dir(name: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f"cohort-test-{name}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis URL for this test session (see the module docstring for the order)."""
+    url = os.environ.get("COHORT_TEST_REDIS_URL")
+    if url:
+        yield url
+    elif docker_available():
+        try:
+            from testcontainers.community.redis import RedisContainer
+        except ImportError:  # testcontainers < 4.14
+            from testcontainers.redis import RedisContainer
+
+        with RedisContainer(REDIS_IMAGE) as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+    else:
+        with scratch_dir("redis") as path, start_redis(path, persistent=False) as server:
+            yield server.url
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A Postgres URL (any database on the server) for this test session."""
+    url = os.environ.get("COHORT_TEST_DATABASE_URL")
+    if url:
+        yield url
+    elif docker_available():
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:  # testcontainers < 4.14
+            from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer(
+            POSTGRES_IMAGE, username="postgres", password="postgres", dbname="postgres", driver=None
+        )
+        with container:
+            yield container.get_connection_url()
+    else:
+        with scratch_dir("postgres") as path, start_postgres(path, persistent=False) as server:
+            yield server.url
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL, naming another database (keeps user, host and query)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+def database_name(url: str) -> str:
+    return urllib.parse.urlsplit(url).path.lstrip("/")
+
+
+async def create_database(server_url: str) -> str:
+    """Create a fresh, empty database ``cohort_test_<hex>``; return its URL."""
+    name = f"cohort_test_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(server_url, name)
+
+
+async def drop_database(server_url: str, database_url: str) -> None:
+    name = database_name(database_url)
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def delete_prefixes(redis_url: str, prefixes: Iterable[str], batch: int = 500) -> int:
+    """Delete every key under each prefix (SCAN MATCH + UNLINK in batches); return the count."""
+    client = aioredis.Redis.from_url(redis_url)
+    deleted = 0
+    try:
+        for prefix in prefixes:
+            keys: list[bytes] = []
+            async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                keys.append(key)
+                if len(keys) >= batch:
+                    deleted += await client.unlink(*keys)
+                    keys.clear()
+            if keys:
+                deleted += await client.unlink(*keys)
+    finally:
+        await client.aclose()
+    return deleted

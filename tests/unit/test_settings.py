@@ -1,0 +1,74 @@
+"""Settings.from_env: every field from COHORT_<FIELD>, typed, defaults otherwise."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from services.settings import Settings
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.key_prefix == "cohort"
+    assert settings.partitions == 16
+    assert settings.demo is False
+
+
+def test_reads_and_converts_every_kind_of_field() -> None:
+    settings = Settings.from_env(
+        {
+            "COHORT_REDIS_URL": "redis://example:6380/2",
+            "COHORT_PARTITIONS": "8",
+            "COHORT_DEMO": "true",
+            "COHORT_OVERFLOW_WINDOW_S": "1.5",
+            "COHORT_ADMIN_TOKEN": "tok",
+        }
+    )
+    assert settings.redis_url == "redis://example:6380/2"
+    assert settings.partitions == 8
+    assert settings.demo is True
+    assert settings.overflow_window_s == 1.5
+    assert settings.admin_token == "tok"
+
+
+def test_every_field_has_an_env_variable() -> None:
+    env = {}
+    for field in msgspec.structs.fields(Settings):
+        if field.type is str:
+            env[f"COHORT_{field.name.upper()}"] = f"from-env-{field.name}"
+    settings = Settings.from_env(env)
+    for field in msgspec.structs.fields(Settings):
+        if field.type is str:
+            assert getattr(settings, field.name) == f"from-env-{field.name}"
+
+
+def test_ignores_unrelated_variables() -> None:
+    settings = Settings.from_env({"COHORT_NO_SUCH_FIELD": "x", "PARTITIONS": "3"})
+    assert settings.partitions == 16
+
+
+def test_overrides_win_over_the_environment() -> None:
+    settings = Settings.from_env({"COHORT_PORT": "9000"}, port=9100)
+    assert settings.port == 9100
+
+
+def test_generates_a_secret_only_when_unset() -> None:
+    first, second = Settings.from_env({}), Settings.from_env({})
+    assert len(first.secret) == 64 and first.secret != second.secret
+    assert Settings.from_env({"COHORT_SECRET": "fixed"}).secret == "fixed"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("COHORT_PARTITIONS", "many"), ("COHORT_DEMO", "maybe")]
+)
+def test_rejects_values_of_the_wrong_type(name: str, value: str) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        Settings.from_env({name: value})
+
+
+def test_is_frozen() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
