@@ -72,8 +72,8 @@ SUITE = _suite()
 
 
 def test_suite_is_complete() -> None:
-    enabled = [p for p in SUITE if not p.marks]
-    assert len(SUITE) == 112 and len(enabled) == 108
+    # 112 records in the two files, 4 of them disabled by the suite's authors.
+    assert len(SUITE) == 108
 
 
 @pytest.mark.parametrize("record", SUITE)
