@@ -26,7 +26,14 @@ from redis.asyncio import Redis
 from services.settings import Settings
 from session_store.commands import Command, Outcome, decode_command, decode_outcome, encode
 from session_store.connect import connect_redis
-from session_store.domain import Limits, Rejected, SizeTracker, committed_outcome, decide
+from session_store.domain import (
+    Decision,
+    Limits,
+    Rejected,
+    SizeTracker,
+    committed_outcome,
+    decide,
+)
 from session_store.events import encode_event
 from session_store.keys import Keys
 from session_store.positions import ZERO
@@ -137,7 +144,7 @@ class PartitionLoop:
             seen.add(ident)
             holder = self.batches[command.batch]
             try:
-                events = decide(holder.state, command, w.limits, holder.sizes)
+                decision = decide(holder.state, command, w.limits, holder.sizes)
             except Rejected as rejection:
                 outcome = encode(rejection.outcome(command))
                 planned.append(PlannedCommand(
@@ -145,14 +152,9 @@ class PartitionLoop:
                 planned_for.append(command)
                 answers.append((command, outcome))
                 continue
-            planned.append(PlannedCommand(
-                command.batch, command.run, command.id,
-                [PlannedEvent(command.batch, e.scope, e.version, encode_event(e))
-                 for e in events],
-                template=committed_outcome(command, events),
-            ))
+            planned.append(self.plan(command, decision))
             planned_for.append(command)
-            holder.since_snapshot += len(events)
+            holder.since_snapshot += len(decision.events)
             holder.last_active = time.monotonic()
 
         new_cursor = commands[-1][0]
@@ -172,6 +174,24 @@ class PartitionLoop:
         await self.send_answers(answers)
         await self.maybe_snapshot()
         return new_cursor
+
+    def plan(self, command: Command, decision: Decision) -> PlannedCommand:
+        """Turn a decision into the script's arguments, with what goes beside the events."""
+        keys = self.worker.keys
+        events = decision.events
+        planned = [PlannedEvent(command.batch, e.scope, e.version, encode_event(e))
+                   for e in events]
+        if decision.study_session is not None:
+            last = planned[-1]
+            last.side_key = keys.study_session(command.batch, command.run)
+            last.side_field = str(last.version)
+            last.side_value = decision.study_session
+        return PlannedCommand(
+            command.batch, command.run, command.id, planned,
+            template=committed_outcome(command, events),
+            erase_key=(keys.study_session(command.batch, command.run)
+                       if decision.erase_study_session else ""),
+        )
 
     async def send_answers(self, answers: list[tuple[Command, bytes]]) -> None:
         if not answers:

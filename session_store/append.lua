@@ -4,8 +4,11 @@
 -- event streams, version hashes and dedupe hashes named by index below.
 -- ARGV: epoch, new cursor ('' keeps it), dedupe TTL seconds, command count,
 -- then per command: dedupe key index, command id, rejection outcome ('' when
--- it commits), committed-outcome template, event count; then per event:
--- stream key index, versions key index, scope, version, payload.
+-- it commits), committed-outcome template, key index to delete (0: none),
+-- event count; then per event: stream key index, versions key index, scope,
+-- version, payload, side-hash key index (0: none), side field, side value.
+-- (Side writes keep data beside an event, e.g. study session contents, so that
+-- they can be erased while the event stays.)
 --
 -- Nothing is written unless the epoch matches, no command was seen before
 -- (then its stored outcome is returned instead) and every event's version
@@ -29,9 +32,9 @@ local seen = {}
 for c = 1, ncmds do
   local dkey = KEYS[tonumber(ARGV[i])]
   local cmd = {dkey = dkey, id = ARGV[i + 1], rejected = ARGV[i + 2],
-               template = ARGV[i + 3], events = {}}
-  local nevents = tonumber(ARGV[i + 4])
-  i = i + 5
+               template = ARGV[i + 3], erase = tonumber(ARGV[i + 4]), events = {}}
+  local nevents = tonumber(ARGV[i + 5])
+  i = i + 6
   local ident = dkey .. '\n' .. cmd.id
   cmd.prior = redis.call('HGET', dkey, cmd.id)
   if (not cmd.prior) and seen[ident] then
@@ -40,8 +43,9 @@ for c = 1, ncmds do
   seen[ident] = true
   for e = 1, nevents do
     local ev = {stream = KEYS[tonumber(ARGV[i])], vkey = KEYS[tonumber(ARGV[i + 1])],
-                scope = ARGV[i + 2], version = tonumber(ARGV[i + 3]), payload = ARGV[i + 4]}
-    i = i + 5
+                scope = ARGV[i + 2], version = tonumber(ARGV[i + 3]), payload = ARGV[i + 4],
+                side = tonumber(ARGV[i + 5]), field = ARGV[i + 6], value = ARGV[i + 7]}
+    i = i + 8
     if not cmd.prior then
       local slot = ev.vkey .. '\n' .. ev.scope
       local cur = current[slot]
@@ -75,7 +79,13 @@ for c = 1, ncmds do
       local ev = cmd.events[e]
       last = redis.call('XADD', ev.stream, '*', 'e', ev.payload)
       redis.call('HSET', ev.vkey, ev.scope, ev.version)
+      if ev.side > 0 then
+        redis.call('HSET', KEYS[ev.side], ev.field, ev.value)
+      end
       res[#res + 1] = last
+    end
+    if cmd.erase > 0 then
+      redis.call('DEL', KEYS[cmd.erase])
     end
     -- The template holds the literal '%POS%' where the position goes.
     local outcome = string.gsub(cmd.template, '%%POS%%', last)

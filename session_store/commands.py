@@ -26,13 +26,54 @@ class OpenBatch(CommandBase, tag="open_batch"):
     label: str = ""
 
 
-class Patch(CommandBase, tag="patch"):
+class Patch(CommandBase, tag="patch", kw_only=True):
     scope: str
     ops: list[Any]
     version: int | None = None
 
 
-Command = OpenBatch | Patch
+class StartRun(CommandBase, tag="start_run"):
+    study: str = ""
+    study_version: int = 0
+    worker: str = ""
+    label: str = ""
+    link_type: str = ""
+    preview: bool = False
+    linear: bool = False
+    reloadable: list[bool] = msgspec.field(default_factory=list)
+    active: list[bool] = msgspec.field(default_factory=list)
+
+
+class StartComponent(CommandBase, tag="start_component", kw_only=True):
+    pos: int
+
+
+class RetrieveData(CommandBase, tag="retrieve_data", kw_only=True):
+    pos: int
+
+
+class WriteStudySession(CommandBase, tag="write_study_session", kw_only=True):
+    data: Any
+
+
+class EndRun(CommandBase, tag="end_run"):
+    successful: bool = True
+    message: str = ""
+
+
+class AbortRun(CommandBase, tag="abort_run"):
+    message: str = ""
+
+
+class FailRun(CommandBase, tag="fail_run", kw_only=True):
+    reason: str
+    message: str = ""
+
+
+RunCommand = (
+    StartRun | StartComponent | RetrieveData | WriteStudySession | EndRun | AbortRun | FailRun
+)
+Command = OpenBatch | Patch | RunCommand
 
 
 class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -46,6 +87,9 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     code: str = ""
     message: str = ""
     conn: str = ""
+    # Set on a committed command that ended the run (e.g. a reload that failed it).
+    run_state: str = ""
+    confirmation_code: str = ""
 
 
 _encoder = msgspec.json.Encoder()

@@ -8,19 +8,39 @@ changed. No I/O here.
 
 from __future__ import annotations
 
+import secrets
+
 import msgspec
 
-from session_store.commands import Command, OpenBatch, Outcome, Patch
+from session_store.commands import (
+    AbortRun,
+    Command,
+    EndRun,
+    FailRun,
+    OpenBatch,
+    Outcome,
+    Patch,
+    RetrieveData,
+    StartComponent,
+    StartRun,
+    WriteStudySession,
+)
 from session_store.events import (
     BATCH_SCOPE,
     BATCH_SESSION,
     BatchOpened,
+    ComponentStarted,
+    DataRetrieved,
     Event,
+    RunEnded,
+    RunStarted,
     SessionPatched,
+    StudySessionWritten,
     encode_event,
+    run_scope,
 )
 from session_store.jsonpatch import PatchError, apply_patch
-from session_store.projector import BatchState, fold
+from session_store.projector import BatchState, RunState, fold
 
 # Scopes a participant may patch over its channel (group sessions come later).
 PARTICIPANT_WRITABLE = frozenset({BATCH_SESSION})
@@ -74,25 +94,118 @@ class SizeTracker:
         self.bound[scope] = size
 
 
-def decide(
-    state: BatchState, command: Command, limits: Limits, sizes: SizeTracker
-) -> list[Event]:
-    """The events ``command`` produces (already folded into ``state``), or ``Rejected``."""
+class Decision(msgspec.Struct):
+    """What a command does: events (already folded into the state) and what goes beside them."""
+
+    events: list[Event]
+    # Study session contents written with the last event (kept beside the stream).
+    study_session: bytes | None = None
+    # Erase this run's study session contents (an abort).
+    erase_study_session: bool = False
+
+
+def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTracker) -> Decision:
+    """What ``command`` does to ``state`` (folded in already), or ``Rejected``."""
     origin = {"cmd": command.id, "run": command.run, "gw": command.gw, "conn": command.conn}
     if isinstance(command, OpenBatch):
         if state.opened:
             raise Rejected("batch_exists", f"batch {state.batch_id} exists already")
-        event: Event = BatchOpened(
+        return Decision([_emit(state, BatchOpened(
             scope=BATCH_SCOPE, version=state.version(BATCH_SCOPE) + 1,
-            label=command.label, **origin,
-        )
-        fold(state, event, state.pos)
-        return [event]
+            label=command.label, **origin))])
     if not state.opened:
         raise Rejected("batch_not_found", f"batch {state.batch_id} does not exist")
     if isinstance(command, Patch):
-        return [_patch(state, command, limits, sizes, origin)]
+        return Decision([_patch(state, command, limits, sizes, origin)])
+    if isinstance(command, StartRun):
+        return _start_run(state, command, origin)
+    if isinstance(command, StartComponent | RetrieveData | WriteStudySession | EndRun
+                  | AbortRun | FailRun):
+        return _run_command(state, command, limits, origin)
     raise Rejected("bad_message", f"unknown command {type(command).__name__}")
+
+
+def _emit(state: BatchState, event: Event) -> Event:
+    fold(state, event, state.pos)
+    return event
+
+
+def _next(state: BatchState, scope: str) -> int:
+    return state.version(scope) + 1
+
+
+def _start_run(state: BatchState, command: StartRun, origin: dict) -> Decision:
+    scope = run_scope(command.run)
+    if command.run in state.runs:
+        raise Rejected("run_exists", f"run {command.run} has started already", scope,
+                       state.version(scope))
+    if not command.active or len(command.reloadable) != len(command.active):
+        raise Rejected("bad_message", "a run needs its components' reloadable and active flags")
+    return Decision([_emit(state, RunStarted(
+        scope=scope, version=_next(state, scope), study=command.study,
+        study_version=command.study_version, worker=command.worker, label=command.label,
+        link_type=command.link_type, preview=command.preview, linear=command.linear,
+        reloadable=command.reloadable, active=command.active, **origin))])
+
+
+def _run_command(state: BatchState, command: Command, limits: Limits, origin: dict) -> Decision:
+    scope = run_scope(command.run)
+    run = state.runs.get(command.run)
+    current = state.version(scope)
+    if run is None:
+        raise Rejected("run_not_found", f"run {command.run} does not exist", scope, current)
+    if not run.is_active:
+        raise Rejected("run_ended", f"the run has ended ({run.state})", scope, current)
+    version = current + 1
+    if isinstance(command, StartComponent):
+        return _start_component(state, run, command, scope, version, origin)
+    if isinstance(command, RetrieveData):
+        if command.pos != run.pos:
+            raise Rejected("wrong_component", f"component {command.pos} is not the current one "
+                           f"({run.pos})", scope, current)
+        return Decision([_emit(state, DataRetrieved(
+            scope=scope, version=version, pos=command.pos, **origin))])
+    if isinstance(command, WriteStudySession):
+        data = _json.encode(command.data)
+        if len(data) > limits.max_session_bytes:
+            raise Rejected("state_too_large", f"the study session would be {len(data)} bytes, "
+                           f"over the limit of {limits.max_session_bytes}", scope, current)
+        return Decision([_emit(state, StudySessionWritten(
+            scope=scope, version=version, size=len(data), **origin))], study_session=data)
+    if isinstance(command, EndRun):
+        return Decision([_emit(state, RunEnded(
+            scope=scope, version=version, state="finished", successful=command.successful,
+            message=command.message, confirmation_code=secrets.token_hex(6).upper(),
+            **origin))])
+    if isinstance(command, AbortRun):
+        return Decision([_emit(state, RunEnded(
+            scope=scope, version=version, state="aborted", message=command.message, **origin))],
+            erase_study_session=True)
+    assert isinstance(command, FailRun)
+    return Decision([_emit(state, RunEnded(
+        scope=scope, version=version, state="failed", reason=command.reason,
+        message=command.message, **origin))])
+
+
+def _start_component(state: BatchState, run: RunState, command: StartComponent, scope: str,
+                     version: int, origin: dict) -> Decision:
+    pos = command.pos
+    current = version - 1
+    if not 0 <= pos < len(run.active):
+        raise Rejected("component_not_found", f"there is no component at position {pos}",
+                       scope, current)
+    if not run.active[pos]:
+        raise Rejected("component_inactive", f"component {pos} is inactive", scope, current)
+    if pos == run.pos and not run.reloadable[pos] and run.state != "pre":
+        # JATOS: reloading a component that may not be reloaded fails the run.
+        return Decision([_emit(state, RunEnded(
+            scope=scope, version=version, state="failed", reason="reloaded",
+            message=f"component {pos} was reloaded but is not reloadable", **origin))])
+    if run.linear and pos < run.pos:
+        raise Rejected("linear_study", f"this study only goes forward (at {run.pos}, asked {pos})",
+                       scope, current)
+    return Decision([_emit(state, ComponentStarted(scope=scope, version=version, pos=pos,
+                                                   **origin))])
 
 
 def _patch(
@@ -131,10 +244,15 @@ def _patch(
 def committed_outcome(command: Command, events: list[Event]) -> bytes:
     """The outcome template remembered for a committed command (%POS% filled in by Redis)."""
     last = events[-1]
+    ended = last if isinstance(last, RunEnded) else None
     return _json.encode(Outcome(
         cmd=command.id, ok=True, scope=last.scope, version=last.version,
-        pos="%POS%", conn=command.conn,
+        pos="%POS%", conn=command.conn, run_state=ended.state if ended else "",
+        code=ended.reason if ended else "",
+        confirmation_code=ended.confirmation_code if ended else "",
     ))
 
 
-__all__ = ["Limits", "Rejected", "SizeTracker", "committed_outcome", "decide", "encode_event"]
+__all__ = [
+    "Decision", "Limits", "Rejected", "SizeTracker", "committed_outcome", "decide", "encode_event",
+]

@@ -32,13 +32,60 @@ class BatchOpened(EventBase, tag="batch_opened"):
     label: str = ""
 
 
-class SessionPatched(EventBase, tag="session_patched"):
+class SessionPatched(EventBase, tag="session_patched", kw_only=True):
     """RFC 6902 ops applied to a session document (batch or group session)."""
 
     ops: list[Any]
 
 
-Event = BatchOpened | SessionPatched
+def run_scope(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+class RunStarted(EventBase, tag="run_started"):
+    """A participant entered (the run exists in Postgres already); pins the study plan."""
+
+    study: str = ""
+    study_version: int = 0
+    worker: str = ""
+    label: str = ""
+    link_type: str = ""
+    preview: bool = False
+    linear: bool = False
+    # Per component position: may it be reloaded, is it active.
+    reloadable: list[bool] = msgspec.field(default_factory=list)
+    active: list[bool] = msgspec.field(default_factory=list)
+
+
+class ComponentStarted(EventBase, tag="component_started", kw_only=True):
+    pos: int
+
+
+class DataRetrieved(EventBase, tag="data_retrieved", kw_only=True):
+    """The component page fetched its init data (JATOS state DATA_RETRIEVED)."""
+
+    pos: int
+
+
+class StudySessionWritten(EventBase, tag="study_session_written", kw_only=True):
+    """The study session was replaced. Its contents live beside the stream (see
+    keys.study_session), so that erasing a run leaves this event as a marker."""
+
+    size: int
+
+
+class RunEnded(EventBase, tag="run_ended", kw_only=True):
+    state: str                    # finished | aborted | failed
+    successful: bool = False
+    message: str = ""
+    reason: str = ""              # why a run failed: reloaded, timeout, ...
+    confirmation_code: str = ""
+
+
+Event = (
+    BatchOpened | SessionPatched | RunStarted | ComponentStarted | DataRetrieved
+    | StudySessionWritten | RunEnded
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)

@@ -63,6 +63,18 @@ class Keys:
         """Hash command id -> outcome for one run, with a TTL."""
         return f"{self._p(self.partition(batch_id))}:b:{batch_id}:r:{run_id}:dedupe"
 
+    def study_session(self, batch_id: str, run_id: str) -> str:
+        """Hash run-scope version -> study session JSON written at that version.
+
+        Kept beside the stream so an abort can erase the contents while the
+        events stay as markers (versions and positions unchanged).
+        """
+        return f"{self._p(self.partition(batch_id))}:b:{batch_id}:r:{run_id}:ss"
+
+    def last_seen(self, batch_id: str) -> str:
+        """Hash run id -> ms when a gateway last saw the participant."""
+        return f"{self._p(self.partition(batch_id))}:b:{batch_id}:seen"
+
     # Keys outside partitions.
     def replies(self, gateway_id: str) -> str:
         """Capped stream of rejections and duplicate answers for one gateway process."""

@@ -12,12 +12,54 @@ from typing import Any
 
 import msgspec
 
-from session_store.events import BATCH_SCOPE, BatchOpened, Event, SessionPatched
+from session_store.events import (
+    BATCH_SCOPE,
+    BatchOpened,
+    ComponentStarted,
+    DataRetrieved,
+    Event,
+    RunEnded,
+    RunStarted,
+    SessionPatched,
+    StudySessionWritten,
+)
 from session_store.jsonpatch import apply_patch
 
 
 class ProjectionError(Exception):
     """An event does not follow from the state: the log or the caller is inconsistent."""
+
+
+ACTIVE_RUN_STATES = frozenset({"pre", "started", "data_retrieved"})
+
+
+class RunState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A participant's run as the log tells it (JATOS study result + component results)."""
+
+    state: str                      # pre | started | data_retrieved | finished | aborted | failed
+    study: str = ""
+    study_version: int = 0
+    worker: str = ""
+    label: str = ""
+    link_type: str = ""
+    linear: bool = False
+    reloadable: list[bool] = msgspec.field(default_factory=list)
+    active: list[bool] = msgspec.field(default_factory=list)
+    pos: int = -1                   # current component position
+    # Per component position: "" (never started), started, data_retrieved,
+    # finished, reloaded, aborted, failed.
+    components: list[str] = msgspec.field(default_factory=list)
+    # Run-scope version of the last study session write (0: never written).
+    study_session_version: int = 0
+    study_session_erased: bool = False
+    successful: bool = False
+    message: str = ""
+    reason: str = ""
+    confirmation_code: str = ""
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_RUN_STATES
 
 
 class BatchState(msgspec.Struct, kw_only=True):
@@ -28,6 +70,7 @@ class BatchState(msgspec.Struct, kw_only=True):
     versions: dict[str, int] = msgspec.field(default_factory=dict)
     # session scope -> document (batch_session, later group_session:G).
     sessions: dict[str, Any] = msgspec.field(default_factory=dict)
+    runs: dict[str, RunState] = msgspec.field(default_factory=dict)
     # Stream entry ID of the last event folded in.
     pos: str = "0-0"
 
@@ -59,9 +102,52 @@ def fold(state: BatchState, event: Event, pos: str) -> BatchState:
             raise ProjectionError(f"batch_opened in scope {event.scope}")
         state.opened = True
         state.label = event.label
+    elif isinstance(event, RunStarted):
+        run_id = event.scope.removeprefix("run:")
+        state.runs[run_id] = RunState(
+            state="pre" if event.preview else "started", study=event.study,
+            study_version=event.study_version, worker=event.worker, label=event.label,
+            link_type=event.link_type, linear=event.linear, reloadable=list(event.reloadable),
+            active=list(event.active), components=[""] * len(event.active),
+        )
+    else:
+        _fold_run(state, event)
     state.versions[event.scope] = event.version
     state.pos = pos
     return state
+
+
+def _fold_run(state: BatchState, event: Event) -> None:
+    run = state.runs.get(event.scope.removeprefix("run:"))
+    if run is None:
+        raise ProjectionError(f"{event.scope}: {type(event).__name__} before run_started")
+    if isinstance(event, ComponentStarted):
+        if run.pos >= 0 and run.components[run.pos] in ("started", "data_retrieved"):
+            # Leaving a component finishes it; coming back to the same one reloads it.
+            run.components[run.pos] = "reloaded" if run.pos == event.pos else "finished"
+        run.pos = event.pos
+        run.components[event.pos] = "started"
+        if run.state == "pre" and event.pos > 0:
+            run.state = "started"  # a preview becomes a real run after its first component
+        elif run.state == "data_retrieved":
+            run.state = "started"
+    elif isinstance(event, DataRetrieved):
+        run.components[event.pos] = "data_retrieved"
+        if run.state == "started":
+            run.state = "data_retrieved"
+    elif isinstance(event, StudySessionWritten):
+        run.study_session_version = event.version
+    elif isinstance(event, RunEnded):
+        run.state = event.state
+        run.successful = event.successful
+        run.message = event.message
+        run.reason = event.reason
+        run.confirmation_code = event.confirmation_code
+        if run.pos >= 0 and run.components[run.pos] in ("started", "data_retrieved"):
+            run.components[run.pos] = {"finished": "finished", "aborted": "aborted"}.get(
+                event.state, "failed")
+        if event.state == "aborted":
+            run.study_session_erased = True
 
 
 _encoder = msgspec.json.Encoder()

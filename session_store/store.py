@@ -37,6 +37,10 @@ class PlannedEvent(msgspec.Struct):
     scope: str
     version: int
     payload: bytes
+    # Written beside the event in the same step: HSET side_key side_field side_value.
+    side_key: str = ""
+    side_field: str = ""
+    side_value: bytes = b""
 
 
 class PlannedCommand(msgspec.Struct):
@@ -50,6 +54,8 @@ class PlannedCommand(msgspec.Struct):
     rejected: bytes = b""
     # Encoded Outcome for a commit, with the literal %POS% for the last position.
     template: bytes = b""
+    # A key deleted when the command commits (erasing data kept beside events).
+    erase_key: str = ""
 
 
 class AppendResult(msgspec.Struct):
@@ -96,6 +102,7 @@ class EventStore:
                 command.cmd_id,
                 command.rejected,
                 command.template,
+                key_index(command.erase_key) if command.erase_key else 0,
                 len(command.events),
             ]
             for ev in command.events:
@@ -105,6 +112,9 @@ class EventStore:
                     ev.scope,
                     ev.version,
                     ev.payload,
+                    key_index(ev.side_key) if ev.side_key else 0,
+                    ev.side_field,
+                    ev.side_value,
                 ]
         reply = await self._append(keys=keys, args=args)
         status = reply[0]

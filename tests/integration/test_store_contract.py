@@ -203,3 +203,19 @@ async def test_snapshots_and_reads_from_any_position(store: EventStore):
     assert state.version(BATCH_SESSION) == 15
     assert state.session(BATCH_SESSION) == {f"r-{v}": v for v in range(1, 16)}
     assert [e.version async for _, e in store.read_events(batch, after=positions[28])] == [30]
+
+
+async def test_side_writes_and_erasure_keep_the_event(store: EventStore):
+    batch = "side"
+    partition, epoch = await own(store, batch)
+    side = store.keys.study_session(batch, "r1")
+    plan = patch_command(batch, "r1", "w1", 1, 1)
+    plan.events[0].side_key, plan.events[0].side_field = side, "1"
+    plan.events[0].side_value = b'{"answer":42}'
+    await store.append(partition, epoch, "", [plan], 60)
+    assert await store.redis.hget(side, "1") == b'{"answer":42}'
+    erase = patch_command(batch, "r1", "w2", 2, 2)
+    erase.erase_key = side
+    await store.append(partition, epoch, "", [erase], 60)
+    assert await store.redis.exists(side) == 0
+    assert await store.redis.xlen(store.keys.events(batch)) == 2  # the events stay

@@ -90,7 +90,7 @@ def decide_patch(state: BatchState, ops: list, version: int | None = None,
 
 def test_decide_validates_and_leaves_state_untouched_on_refusal():
     state = opened()
-    [event] = decide_patch(state, [{"op": "add", "path": "/n", "value": 1}], version=0)
+    [event] = decide_patch(state, [{"op": "add", "path": "/n", "value": 1}], version=0).events
     assert event.version == 1 and state.session(BATCH_SESSION) == {"n": 1}
     before = encode_state(state)
     cases = [
@@ -137,7 +137,7 @@ def test_decide_batch_lifecycle():
         decide_patch(fresh, [{"op": "add", "path": "/a", "value": 1}])
     assert caught.value.code == "batch_not_found"
     open_cmd = OpenBatch(id="o", batch="new", run="admin", gw="g", label="Lab")
-    [event] = decide(fresh, open_cmd, Limits(), SizeTracker())
+    [event] = decide(fresh, open_cmd, Limits(), SizeTracker()).events
     assert isinstance(event, BatchOpened) and fresh.opened
     with pytest.raises(Rejected) as caught:
         decide(fresh, open_cmd, Limits(), SizeTracker())
