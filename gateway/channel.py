@@ -71,6 +71,7 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
         overflow_window_s=settings.overflow_window_s,
     )
     hub.attach(conn, socket.query_params.get("since"))
+    await hub.mark_seen(batch_id, claims.run)
     sender = asyncio.create_task(conn.run_sender())
     receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
     try:
@@ -122,6 +123,7 @@ async def _receive(socket: Any, conn: Connection, hub: Hub, settings: Settings,
             conn.request_resync()
         elif isinstance(msg, PingMsg):
             conn.push(PONG, essential=True)
+            await hub.mark_seen(batch_id, conn.run)
 
 
 def _error(conn: Connection, code: str, message: str) -> None:

@@ -43,6 +43,7 @@ from session_store.store import EventStore
 log = logging.getLogger("cohort.gateway")
 
 VIEW_GRACE_S = 30.0
+SEEN_EVERY_S = 10.0
 
 
 class BatchView:
@@ -163,6 +164,8 @@ class Hub:
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
         self._partition_wake = {p: asyncio.Event() for p in range(settings.partitions)}
         self._tasks: list[asyncio.Task[None]] = []
+        # run id -> monotonic time this gateway last wrote its last-seen mark.
+        self.seen_at: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -235,6 +238,18 @@ class Hub:
         if self.connections.pop(conn.id, None) is not None:
             metrics.CONNECTIONS.dec()
         conn.view.unsubscribe(conn)
+
+    async def mark_seen(self, batch_id: str, run_id: str, force: bool = False) -> None:
+        """Record that a run's participant is alive (at most every SEEN_EVERY_S per run)."""
+        now = time.monotonic()
+        if not force and now - self.seen_at.get(run_id, 0.0) < SEEN_EVERY_S:
+            return
+        self.seen_at[run_id] = now
+        try:
+            await self.redis.hset(self.keys.last_seen(batch_id), run_id,
+                                  int(time.time() * 1000))
+        except Exception as exc:  # liveness marks are best effort
+            log.warning("could not record last seen", extra={"error": repr(exc)})
 
     # -- commands --------------------------------------------------------------
 

@@ -10,11 +10,12 @@ import time
 import msgspec
 
 
-class ParticipantClaims(msgspec.Struct, frozen=True):
+class ParticipantClaims(msgspec.Struct, frozen=True, omit_defaults=True):
     run: str
     batch: str
     exp: int
     study: str = ""
+    version: int = 0  # the study version the run is pinned to
 
 
 class TokenError(Exception):
@@ -37,9 +38,9 @@ class TokenSigner:
     def _sign(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()
 
-    def issue(self, run: str, batch: str, study: str = "") -> str:
+    def issue(self, run: str, batch: str, study: str = "", version: int = 0) -> str:
         claims = ParticipantClaims(run=run, batch=batch, exp=int(time.time()) + self.ttl_s,
-                                   study=study)
+                                   study=study, version=version)
         payload = msgspec.json.encode(claims)
         return f"{_b64(payload)}.{_b64(self._sign(payload))}"
 

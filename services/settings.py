@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Session worker.
     lease_ms: int = 3000
     snapshot_every: int = 500
+    # A run not seen (socket open, ping, heartbeat) for this long fails.
+    run_timeout_s: float = 600.0
+    run_check_every_s: float = 5.0
     command_batch: int = 1000
     dedupe_ttl_s: int = 24 * 3600
     replies_maxlen: int = 10000

@@ -24,7 +24,15 @@ import msgspec
 from redis.asyncio import Redis
 
 from services.settings import Settings
-from session_store.commands import Command, Outcome, decode_command, decode_outcome, encode
+from session_store.commands import (
+    Command,
+    FailRun,
+    OpenBatch,
+    Outcome,
+    decode_command,
+    decode_outcome,
+    encode,
+)
 from session_store.connect import connect_redis
 from session_store.domain import (
     Decision,
@@ -47,6 +55,9 @@ from session_store.store import (
 )
 
 log = logging.getLogger("cohort.worker")
+
+# Gateway id of commands the worker issues itself.
+SYSTEM = "system"
 
 
 class BatchHolder:
@@ -71,6 +82,7 @@ class PartitionLoop:
         self.batches: dict[str, BatchHolder] = {}
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
+        self.last_run_check = 0.0
 
     async def run(self) -> None:
         w = self.worker
@@ -83,6 +95,7 @@ class PartitionLoop:
             )
             if not reply:
                 await self.idle_snapshots()
+                await self.fail_silent_runs()
                 continue
             entries = reply[0][1]
             try:
@@ -158,6 +171,7 @@ class PartitionLoop:
             holder.last_active = time.monotonic()
 
         new_cursor = commands[-1][0]
+        opened: list[str] = []
         result = await w.store.append(
             self.partition, self.epoch, new_cursor, planned, w.settings.dedupe_ttl_s)
         for command, plan, (kind, values) in zip(
@@ -165,14 +179,19 @@ class PartitionLoop:
         ):
             if kind == "new":
                 self.batches[command.batch].state.pos = values[-1].decode()
+                if isinstance(command, OpenBatch):
+                    opened.append(command.batch)
                 if command.reply:
                     answers.append((command, plan.template.replace(b"%POS%", values[-1])))
             elif kind == "dup":
                 if values[0] == b"same-iteration":
                     continue  # the first copy in this iteration is answered already
                 answers.append((command, values[0]))
+        if opened:
+            await w.redis.sadd(w.keys.batches(self.partition), *opened)
         await self.send_answers(answers)
         await self.maybe_snapshot()
+        await self.fail_silent_runs()
         return new_cursor
 
     def plan(self, command: Command, decision: Decision) -> PlannedCommand:
@@ -199,6 +218,8 @@ class PartitionLoop:
         w = self.worker
         pipe = w.redis.pipeline(transaction=False)
         for command, outcome_bytes in answers:
+            if command.gw == SYSTEM:
+                continue  # the worker's own commands (timeouts) have nobody to answer
             # Route to the connection that sent this copy, not the first one.
             outcome: Outcome = decode_outcome(outcome_bytes)
             outcome.conn = command.conn
@@ -225,6 +246,40 @@ class PartitionLoop:
 
     async def idle_snapshots(self) -> None:
         await self.maybe_snapshot(idle_after_s=2.0)
+
+    async def fail_silent_runs(self) -> None:
+        """Queue a fail command for every active run nobody has seen for too long.
+
+        Gateways record when they last saw each run; the command goes through the
+        partition's stream like any other, so its effect is logged and deduplicated
+        (its id is fixed per run).
+        """
+        w = self.worker
+        now = time.monotonic()
+        if now - self.last_run_check < w.settings.run_check_every_s:
+            return
+        self.last_run_check = now
+        # Batches this owner has not loaded yet may have runs to time out too.
+        for raw in await w.redis.smembers(w.keys.batches(self.partition)):
+            await self.holder(raw.decode())
+        cutoff_ms = int(time.time() * 1000 - w.settings.run_timeout_s * 1000)
+        stale: list[FailRun] = []
+        for batch_id, holder in self.batches.items():
+            active = [r for r, run in holder.state.runs.items() if run.is_active]
+            if not active:
+                continue
+            seen = await w.redis.hmget(w.keys.last_seen(batch_id), active)
+            for run_id, ms in zip(active, seen, strict=True):
+                if ms is not None and int(ms) < cutoff_ms:
+                    stale.append(FailRun(id="timeout", batch=batch_id, run=run_id, gw=SYSTEM,
+                                         reason="timeout",
+                                         message="the participant was not seen for "
+                                                 f"{w.settings.run_timeout_s:g} s"))
+        if stale:
+            pipe = w.redis.pipeline(transaction=False)
+            for command in stale:
+                pipe.xadd(w.keys.commands(self.partition), {"c": encode(command)})
+            await pipe.execute()
 
 
 class Worker:

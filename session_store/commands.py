@@ -90,6 +90,8 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Set on a committed command that ended the run (e.g. a reload that failed it).
     run_state: str = ""
     confirmation_code: str = ""
+    # For retrieve_data: which study session write to read (run-scope version).
+    study_session_version: int = 0
 
 
 _encoder = msgspec.json.Encoder()

@@ -163,8 +163,10 @@ def _run_command(state: BatchState, command: Command, limits: Limits, origin: di
         if command.pos != run.pos:
             raise Rejected("wrong_component", f"component {command.pos} is not the current one "
                            f"({run.pos})", scope, current)
+        given = 0 if run.study_session_erased else run.study_session_version
         return Decision([_emit(state, DataRetrieved(
-            scope=scope, version=version, pos=command.pos, **origin))])
+            scope=scope, version=version, pos=command.pos, study_session_version=given,
+            **origin))])
     if isinstance(command, WriteStudySession):
         data = _json.encode(command.data)
         if len(data) > limits.max_session_bytes:
@@ -250,6 +252,8 @@ def committed_outcome(command: Command, events: list[Event]) -> bytes:
         pos="%POS%", conn=command.conn, run_state=ended.state if ended else "",
         code=ended.reason if ended else "",
         confirmation_code=ended.confirmation_code if ended else "",
+        study_session_version=last.study_session_version
+        if isinstance(last, DataRetrieved) else 0,
     ))
 
 

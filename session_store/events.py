@@ -65,6 +65,8 @@ class DataRetrieved(EventBase, tag="data_retrieved", kw_only=True):
     """The component page fetched its init data (JATOS state DATA_RETRIEVED)."""
 
     pos: int
+    # Which study session write the page was given (run-scope version; 0: none).
+    study_session_version: int = 0
 
 
 class StudySessionWritten(EventBase, tag="study_session_written", kw_only=True):

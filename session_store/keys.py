@@ -47,6 +47,10 @@ class Keys:
         """ID of the last command fully handled (events appended or rejection recorded)."""
         return f"{self._p(partition)}:cursor"
 
+    def batches(self, partition: int) -> str:
+        """Set of the batch ids opened in this partition (so a new owner finds them all)."""
+        return f"{self._p(partition)}:batches"
+
     # Per-batch keys (in the batch's partition).
     def events(self, batch_id: str) -> str:
         return f"{self._p(self.partition(batch_id))}:b:{batch_id}:events"
