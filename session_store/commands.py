@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from session_store.events import GroupLimits
+
 
 class CommandBase(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
     id: str
@@ -24,6 +26,11 @@ class CommandBase(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=
 
 class OpenBatch(CommandBase, tag="open_batch"):
     label: str = ""
+    groups: GroupLimits = msgspec.field(default_factory=GroupLimits)
+
+
+class ChangeBatchSettings(CommandBase, tag="change_batch_settings", kw_only=True):
+    groups: GroupLimits
 
 
 class Patch(CommandBase, tag="patch", kw_only=True):
@@ -73,7 +80,35 @@ class FailRun(CommandBase, tag="fail_run", kw_only=True):
 RunCommand = (
     StartRun | StartComponent | RetrieveData | WriteStudySession | EndRun | AbortRun | FailRun
 )
-Command = OpenBatch | Patch | RunCommand
+class JoinGroup(CommandBase, tag="join_group"):
+    pass
+
+
+class LeaveGroup(CommandBase, tag="leave_group"):
+    pass
+
+
+class ReassignGroup(CommandBase, tag="reassign_group"):
+    pass
+
+
+class FixGroup(CommandBase, tag="fix_group"):
+    pass
+
+
+class SendGroupMessage(CommandBase, tag="send_group_message", kw_only=True):
+    msg: Any
+    to: str | None = None
+
+
+class SetPresence(CommandBase, tag="set_presence", kw_only=True):
+    """Issued by the worker from last-seen marks: a member's channel is gone or back."""
+
+    open: bool
+
+
+GroupCommand = JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage | SetPresence
+Command = OpenBatch | ChangeBatchSettings | Patch | RunCommand | GroupCommand
 
 
 class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -92,6 +127,8 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     confirmation_code: str = ""
     # For retrieve_data: which study session write to read (run-scope version).
     study_session_version: int = 0
+    # For group commands: the group the run is in afterwards ("" for none).
+    group: str = ""
 
 
 _encoder = msgspec.json.Encoder()

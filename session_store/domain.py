@@ -14,35 +14,48 @@ import msgspec
 
 from session_store.commands import (
     AbortRun,
+    ChangeBatchSettings,
     Command,
     EndRun,
     FailRun,
+    FixGroup,
+    JoinGroup,
+    LeaveGroup,
     OpenBatch,
     Outcome,
     Patch,
+    ReassignGroup,
     RetrieveData,
+    SendGroupMessage,
+    SetPresence,
     StartComponent,
     StartRun,
     WriteStudySession,
 )
+from session_store.decisions import Decision, Emitter, Rejected
 from session_store.events import (
     BATCH_SCOPE,
     BATCH_SESSION,
     BatchOpened,
+    BatchSettingsChanged,
     ComponentStarted,
     DataRetrieved,
     Event,
+    MemberJoined,
     RunEnded,
     RunStarted,
     SessionPatched,
     StudySessionWritten,
     encode_event,
+    group_session_scope,
     run_scope,
+    scope_group,
 )
+from session_store.groups import decide_group, leave
 from session_store.jsonpatch import PatchError, apply_patch
 from session_store.projector import BatchState, RunState, fold
 
-# Scopes a participant may patch over its channel (group sessions come later).
+# Scopes any participant of the batch may patch; group sessions only their members.
 PARTICIPANT_WRITABLE = frozenset({BATCH_SESSION})
 
 _json = msgspec.json.Encoder()
@@ -51,21 +64,6 @@ _json = msgspec.json.Encoder()
 class Limits(msgspec.Struct, frozen=True):
     max_session_bytes: int = 1024 * 1024
     max_ops_per_patch: int = 1000
-
-
-class Rejected(Exception):
-    def __init__(self, code: str, message: str, scope: str = "", version: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.scope = scope
-        self.version = version
-
-    def outcome(self, command: Command) -> Outcome:
-        return Outcome(
-            cmd=command.id, ok=False, scope=self.scope, version=self.version,
-            code=self.code, message=self.message, conn=command.conn,
-        )
 
 
 class SizeTracker:
@@ -94,16 +92,6 @@ class SizeTracker:
         self.bound[scope] = size
 
 
-class Decision(msgspec.Struct):
-    """What a command does: events (already folded into the state) and what goes beside them."""
-
-    events: list[Event]
-    # Study session contents written with the last event (kept beside the stream).
-    study_session: bytes | None = None
-    # Erase this run's study session contents (an abort).
-    erase_study_session: bool = False
-
-
 def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTracker) -> Decision:
     """What ``command`` does to ``state`` (folded in already), or ``Rejected``."""
     origin = {"cmd": command.id, "run": command.run, "gw": command.gw, "conn": command.conn}
@@ -112,7 +100,7 @@ def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTrack
             raise Rejected("batch_exists", f"batch {state.batch_id} exists already")
         return Decision([_emit(state, BatchOpened(
             scope=BATCH_SCOPE, version=state.version(BATCH_SCOPE) + 1,
-            label=command.label, **origin))])
+            label=command.label, groups=command.groups, **origin))])
     if not state.opened:
         raise Rejected("batch_not_found", f"batch {state.batch_id} does not exist")
     if isinstance(command, Patch):
@@ -122,6 +110,17 @@ def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTrack
     if isinstance(command, StartComponent | RetrieveData | WriteStudySession | EndRun
                   | AbortRun | FailRun):
         return _run_command(state, command, limits, origin)
+    if isinstance(command, ChangeBatchSettings):
+        return Decision([_emit(state, BatchSettingsChanged(
+            scope=BATCH_SCOPE, version=_next(state, BATCH_SCOPE), groups=command.groups,
+            **origin))])
+    if isinstance(command, JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage
+                  | SetPresence):
+        run = state.runs.get(command.run)
+        if run is None or not run.is_active:
+            raise Rejected("run_not_found" if run is None else "run_ended",
+                           f"run {command.run} is not active")
+        return decide_group(state, run, command, origin)
     raise Rejected("bad_message", f"unknown command {type(command).__name__}")
 
 
@@ -174,19 +173,22 @@ def _run_command(state: BatchState, command: Command, limits: Limits, origin: di
                            f"over the limit of {limits.max_session_bytes}", scope, current)
         return Decision([_emit(state, StudySessionWritten(
             scope=scope, version=version, size=len(data), **origin))], study_session=data)
+    # Ending a run takes it out of its group first (the group may finish).
+    emit = Emitter(state, origin)
+    leave(emit, command.run, "run_ended")
     if isinstance(command, EndRun):
-        return Decision([_emit(state, RunEnded(
-            scope=scope, version=version, state="finished", successful=command.successful,
-            message=command.message, confirmation_code=secrets.token_hex(6).upper(),
-            **origin))])
-    if isinstance(command, AbortRun):
-        return Decision([_emit(state, RunEnded(
-            scope=scope, version=version, state="aborted", message=command.message, **origin))],
-            erase_study_session=True)
-    assert isinstance(command, FailRun)
-    return Decision([_emit(state, RunEnded(
-        scope=scope, version=version, state="failed", reason=command.reason,
-        message=command.message, **origin))])
+        ended = RunEnded(scope=scope, version=version, state="finished",
+                         successful=command.successful, message=command.message,
+                         confirmation_code=secrets.token_hex(6).upper(), **origin)
+    elif isinstance(command, AbortRun):
+        ended = RunEnded(scope=scope, version=version, state="aborted", message=command.message,
+                         **origin)
+    else:
+        assert isinstance(command, FailRun)
+        ended = RunEnded(scope=scope, version=version, state="failed", reason=command.reason,
+                         message=command.message, **origin)
+    return Decision([*emit.events, _emit(state, ended)],
+                    erase_study_session=isinstance(command, AbortRun))
 
 
 def _start_component(state: BatchState, run: RunState, command: StartComponent, scope: str,
@@ -200,7 +202,9 @@ def _start_component(state: BatchState, run: RunState, command: StartComponent, 
         raise Rejected("component_inactive", f"component {pos} is inactive", scope, current)
     if pos == run.pos and not run.reloadable[pos] and run.state != "pre":
         # JATOS: reloading a component that may not be reloaded fails the run.
-        return Decision([_emit(state, RunEnded(
+        emit = Emitter(state, origin)
+        leave(emit, command.run, "run_ended")
+        return Decision([*emit.events, _emit(state, RunEnded(
             scope=scope, version=version, state="failed", reason="reloaded",
             message=f"component {pos} was reloaded but is not reloadable", **origin))])
     if run.linear and pos < run.pos:
@@ -215,7 +219,7 @@ def _patch(
 ) -> Event:
     scope = command.scope
     current = state.version(scope)
-    if scope not in PARTICIPANT_WRITABLE:
+    if scope not in PARTICIPANT_WRITABLE and not _own_group_session(state, command):
         raise Rejected("bad_scope", f"scope {scope!r} cannot be patched", scope, current)
     if not command.ops:
         raise Rejected("bad_patch", "a patch needs at least one op", scope, current)
@@ -243,6 +247,13 @@ def _patch(
     return event
 
 
+def _own_group_session(state: BatchState, command: Patch) -> bool:
+    """A member may patch the session of the group it is in now."""
+    run = state.runs.get(command.run)
+    return (run is not None and bool(run.group)
+            and command.scope == group_session_scope(run.group))
+
+
 def committed_outcome(command: Command, events: list[Event]) -> bytes:
     """The outcome template remembered for a committed command (%POS% filled in by Redis)."""
     last = events[-1]
@@ -254,6 +265,7 @@ def committed_outcome(command: Command, events: list[Event]) -> bytes:
         confirmation_code=ended.confirmation_code if ended else "",
         study_session_version=last.study_session_version
         if isinstance(last, DataRetrieved) else 0,
+        group=next((scope_group(e.scope) for e in events if isinstance(e, MemberJoined)), ""),
     ))
 
 

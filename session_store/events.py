@@ -28,8 +28,20 @@ class EventBase(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=Tr
     conn: str | None = None
 
 
+class GroupLimits(msgspec.Struct, omit_defaults=True):
+    """JATOS batch group settings: None means no limit."""
+
+    max_active_members: int | None = None
+    max_total_members: int | None = None
+
+
 class BatchOpened(EventBase, tag="batch_opened"):
     label: str = ""
+    groups: GroupLimits = msgspec.field(default_factory=GroupLimits)
+
+
+class BatchSettingsChanged(EventBase, tag="batch_settings_changed"):
+    groups: GroupLimits
 
 
 class SessionPatched(EventBase, tag="session_patched", kw_only=True):
@@ -84,9 +96,61 @@ class RunEnded(EventBase, tag="run_ended", kw_only=True):
     confirmation_code: str = ""
 
 
+def group_scope(group_id: str) -> str:
+    return f"group:{group_id}"
+
+
+def group_session_scope(group_id: str) -> str:
+    return f"group_session:{group_id}"
+
+
+def group_chat_scope(group_id: str) -> str:
+    return f"group_chat:{group_id}"
+
+
+def scope_group(scope: str) -> str:
+    """The group id of a group, group_session or group_chat scope."""
+    return scope.partition(":")[2]
+
+
+class GroupCreated(EventBase, tag="group_created"):
+    pass
+
+
+class MemberJoined(EventBase, tag="member_joined", kw_only=True):
+    member: str
+
+
+class MemberLeft(EventBase, tag="member_left", kw_only=True):
+    member: str
+    reason: str = "left"          # left | reassigned | run_ended | idle
+
+
+class MemberPresence(EventBase, tag="member_presence", kw_only=True):
+    """A member's channel was gone for the grace period (open=False) or is back."""
+
+    member: str
+    open: bool
+
+
+class GroupFixed(EventBase, tag="group_fixed"):
+    pass
+
+
+class GroupFinished(EventBase, tag="group_finished"):
+    pass
+
+
+class GroupMessage(EventBase, tag="group_message", kw_only=True):
+    sender: str
+    to: str | None = None         # one addressee, or every other member
+    msg: Any
+
+
 Event = (
-    BatchOpened | SessionPatched | RunStarted | ComponentStarted | DataRetrieved
-    | StudySessionWritten | RunEnded
+    BatchOpened | BatchSettingsChanged | SessionPatched | RunStarted | ComponentStarted
+    | DataRetrieved | StudySessionWritten | RunEnded | GroupCreated | MemberJoined | MemberLeft
+    | MemberPresence | GroupFixed | GroupFinished | GroupMessage
 )
 
 _encoder = msgspec.json.Encoder()

@@ -15,13 +15,23 @@ import msgspec
 from session_store.events import (
     BATCH_SCOPE,
     BatchOpened,
+    BatchSettingsChanged,
     ComponentStarted,
     DataRetrieved,
     Event,
+    GroupCreated,
+    GroupFinished,
+    GroupFixed,
+    GroupLimits,
+    GroupMessage,
+    MemberJoined,
+    MemberLeft,
+    MemberPresence,
     RunEnded,
     RunStarted,
     SessionPatched,
     StudySessionWritten,
+    scope_group,
 )
 from session_store.jsonpatch import apply_patch
 
@@ -56,10 +66,24 @@ class RunState(msgspec.Struct, kw_only=True, omit_defaults=True):
     message: str = ""
     reason: str = ""
     confirmation_code: str = ""
+    group: str = ""                 # the group it is a member of now
+    left_groups: list[str] = msgspec.field(default_factory=list)  # may not rejoin these
 
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_RUN_STATES
+
+
+class GroupState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    state: str = "started"          # started | fixed | finished (JATOS group result states)
+    active: list[str] = msgspec.field(default_factory=list)   # member run ids, join order
+    history: list[str] = msgspec.field(default_factory=list)  # members that left
+    closed: list[str] = msgspec.field(default_factory=list)   # active members shown closed
+    messages: int = 0               # count only; the messages are in the log
+
+    @property
+    def total(self) -> int:
+        return len(self.active) + len(self.history)
 
 
 class BatchState(msgspec.Struct, kw_only=True):
@@ -71,6 +95,8 @@ class BatchState(msgspec.Struct, kw_only=True):
     # session scope -> document (batch_session, later group_session:G).
     sessions: dict[str, Any] = msgspec.field(default_factory=dict)
     runs: dict[str, RunState] = msgspec.field(default_factory=dict)
+    groups: dict[str, GroupState] = msgspec.field(default_factory=dict)
+    group_limits: GroupLimits = msgspec.field(default_factory=GroupLimits)
     # Stream entry ID of the last event folded in.
     pos: str = "0-0"
 
@@ -102,6 +128,9 @@ def fold(state: BatchState, event: Event, pos: str) -> BatchState:
             raise ProjectionError(f"batch_opened in scope {event.scope}")
         state.opened = True
         state.label = event.label
+        state.group_limits = event.groups
+    elif isinstance(event, BatchSettingsChanged):
+        state.group_limits = event.groups
     elif isinstance(event, RunStarted):
         run_id = event.scope.removeprefix("run:")
         state.runs[run_id] = RunState(
@@ -110,6 +139,9 @@ def fold(state: BatchState, event: Event, pos: str) -> BatchState:
             link_type=event.link_type, linear=event.linear, reloadable=list(event.reloadable),
             active=list(event.active), components=[""] * len(event.active),
         )
+    elif isinstance(event, GroupCreated | MemberJoined | MemberLeft | MemberPresence
+                    | GroupFixed | GroupFinished | GroupMessage):
+        _fold_group(state, event)
     else:
         _fold_run(state, event)
     state.versions[event.scope] = event.version
@@ -148,6 +180,38 @@ def _fold_run(state: BatchState, event: Event) -> None:
                 event.state, "failed")
         if event.state == "aborted":
             run.study_session_erased = True
+
+
+def _fold_group(state: BatchState, event: Event) -> None:
+    group_id = scope_group(event.scope)
+    if isinstance(event, GroupCreated):
+        state.groups[group_id] = GroupState()
+        return
+    group = state.groups.get(group_id)
+    if group is None:
+        raise ProjectionError(f"{event.scope}: {type(event).__name__} before group_created")
+    if isinstance(event, MemberJoined):
+        group.active.append(event.member)
+        state.runs[event.member].group = group_id
+    elif isinstance(event, MemberLeft):
+        group.active.remove(event.member)
+        group.history.append(event.member)
+        if event.member in group.closed:
+            group.closed.remove(event.member)
+        run = state.runs[event.member]
+        run.group = ""
+        run.left_groups.append(group_id)
+    elif isinstance(event, MemberPresence):
+        if event.open and event.member in group.closed:
+            group.closed.remove(event.member)
+        elif not event.open and event.member not in group.closed:
+            group.closed.append(event.member)
+    elif isinstance(event, GroupFixed):
+        group.state = "fixed"
+    elif isinstance(event, GroupFinished):
+        group.state = "finished"
+    elif isinstance(event, GroupMessage):
+        group.messages += 1
 
 
 _encoder = msgspec.json.Encoder()
