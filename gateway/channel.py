@@ -12,20 +12,37 @@ import msgspec
 
 from gateway import metrics
 from gateway.connection import Connection
-from gateway.hub import PARTICIPANT_SCOPES, Hub
+from gateway.hub import Hub
 from gateway.messages import (
     ErrorFrame,
     FailFrame,
+    FixGroupMsg,
+    GroupMsgMsg,
+    JoinGroupMsg,
+    LeaveGroupMsg,
     PatchMsg,
     PingMsg,
     PongFrame,
+    ReassignGroupMsg,
     ResyncMsg,
     decode_message,
     encode_frame,
 )
 from gateway.tokens import TokenError, TokenSigner
 from services.settings import Settings
-from session_store.commands import Patch
+from session_store.commands import (
+    FixGroup,
+    JoinGroup,
+    LeaveGroup,
+    Patch,
+    ReassignGroup,
+    SendGroupMessage,
+)
+
+GROUP_COMMANDS = {
+    JoinGroupMsg: JoinGroup, LeaveGroupMsg: LeaveGroup, ReassignGroupMsg: ReassignGroup,
+    FixGroupMsg: FixGroup,
+}
 
 log = logging.getLogger("cohort.gateway.channel")
 
@@ -65,7 +82,7 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
         await socket.send({"type": "websocket.send", "text": frame})
 
     conn = Connection(
-        conn_id=uuid.uuid4().hex[:16], run=claims.run, view=view, scopes=PARTICIPANT_SCOPES,
+        conn_id=uuid.uuid4().hex[:16], run=claims.run, view=view, scopes=set(),
         send=send, cap_bytes=settings.outbound_queue_bytes,
         overflows_before_close=settings.overflows_before_close,
         overflow_window_s=settings.overflow_window_s,
@@ -109,16 +126,21 @@ async def _receive(socket: Any, conn: Connection, hub: Hub, settings: Settings,
         except msgspec.DecodeError as exc:
             _error(conn, "bad_json", str(exc))
             continue
+        origin = {"batch": batch_id, "run": conn.run, "gw": hub.gateway_id, "conn": conn.id}
         if isinstance(msg, PatchMsg):
-            if msg.scope not in conn.scopes:
+            if msg.scope not in conn.scopes or msg.scope.startswith(("group:", "group_chat:")):
                 conn.push(encode_frame(FailFrame(
                     id=msg.id, code="bad_scope",
                     message=f"scope {msg.scope!r} is not writable on this channel")),
                     essential=True)
                 metrics.BAD_INPUT.labels("bad_scope").inc()
                 continue
-            hub.submit(Patch(id=msg.id, batch=batch_id, run=conn.run, gw=hub.gateway_id,
-                             conn=conn.id, scope=msg.scope, ops=msg.ops, version=msg.version))
+            hub.submit(Patch(id=msg.id, scope=msg.scope, ops=msg.ops, version=msg.version,
+                             **origin))
+        elif isinstance(msg, GroupMsgMsg):
+            hub.submit(SendGroupMessage(id=msg.id, msg=msg.msg, to=msg.to, **origin))
+        elif type(msg) in GROUP_COMMANDS:
+            hub.submit(GROUP_COMMANDS[type(msg)](id=msg.id, **origin))
         elif isinstance(msg, ResyncMsg):
             conn.request_resync()
         elif isinstance(msg, PingMsg):

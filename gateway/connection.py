@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.hub import BatchView
+    from gateway.view import BatchView
 
 Send = Callable[[str], Awaitable[None]]
 
@@ -30,7 +30,7 @@ class Connection:
         conn_id: str,
         run: str,
         view: BatchView,
-        scopes: tuple[str, ...],
+        scopes: set[str],
         send: Send,
         cap_bytes: int,
         overflows_before_close: int,

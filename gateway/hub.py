@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -27,14 +26,25 @@ from gateway.messages import (
     AckFrame,
     Change,
     FailFrame,
-    StateFrame,
+    GroupChange,
     UpdateFrame,
     encode_frame,
 )
+from gateway.view import BatchView, group_change, group_scopes, message_frame, message_is_for
 from services.settings import Settings
 from session_store import positions
 from session_store.commands import Command, Outcome, decode_outcome, encode
-from session_store.events import BATCH_SESSION, Event, SessionPatched, decode_event
+from session_store.events import (
+    Event,
+    GroupMessage,
+    MemberJoined,
+    MemberLeft,
+    SessionPatched,
+    decode_event,
+    group_scope,
+    group_session_scope,
+    scope_group,
+)
 from session_store.jsonpatch import PatchError
 from session_store.keys import Keys
 from session_store.projector import BatchState, ProjectionError, fold
@@ -44,78 +54,6 @@ log = logging.getLogger("cohort.gateway")
 
 VIEW_GRACE_S = 30.0
 SEEN_EVERY_S = 10.0
-
-
-class BatchView:
-    """One batch as this gateway sees it: state, recent changes, subscribers."""
-
-    def __init__(self, state: BatchState, partition: int, window: int) -> None:
-        self.state = state
-        self.partition = partition
-        # Every change after ``recent_base`` is in ``recent`` (for resumes).
-        self.recent: deque[tuple[str, str, int, list]] = deque(maxlen=window)
-        self.recent_base = state.pos
-        self.subscribers: dict[str, set[Connection]] = {}
-        self.idle_since: float | None = time.monotonic()
-        self._state_cache: dict[str, tuple[str, str, str]] = {}
-
-    @property
-    def batch_id(self) -> str:
-        return self.state.batch_id
-
-    def remember(self, pos: str, event: Event) -> None:
-        if isinstance(event, SessionPatched):
-            if len(self.recent) == self.recent.maxlen:
-                self.recent_base = self.recent[0][0]
-            self.recent.append((pos, event.scope, event.version, event.ops))
-
-    def state_frames(self, scopes: tuple[str, ...], resync: bool) -> list[str]:
-        """Full state of each scope, encoded once per position and shared."""
-        frames = []
-        for scope in scopes:
-            cached = self._state_cache.get(scope)
-            flag = "r" if resync else "o"
-            if cached is None or cached[0] != self.state.pos or cached[1] != flag:
-                frame = encode_frame(StateFrame(
-                    scope=scope, version=self.state.version(scope),
-                    data=self.state.session(scope), pos=self.state.pos, resync=resync,
-                ))
-                cached = self._state_cache[scope] = (self.state.pos, flag, frame)
-            frames.append(cached[2])
-        return frames
-
-    def resume_frames(self, scopes: tuple[str, ...], since: str) -> list[str] | None:
-        """The changes after ``since``, or None when they are no longer all here."""
-        if not positions.is_valid(since) or positions.after(since, self.state.pos):
-            return None
-        if positions.after(self.recent_base, since):
-            return None
-        frames = []
-        for scope in scopes:
-            changes = [
-                Change(v=version, ops=ops)
-                for pos, sc, version, ops in self.recent
-                if sc == scope and positions.after(pos, since)
-            ]
-            if changes:
-                frames.append(encode_frame(
-                    UpdateFrame(scope=scope, pos=self.state.pos, changes=changes)))
-        return frames
-
-    def subscribe(self, conn: Connection) -> None:
-        for scope in conn.scopes:
-            self.subscribers.setdefault(scope, set()).add(conn)
-        self.idle_since = None
-
-    def unsubscribe(self, conn: Connection) -> None:
-        for scope in conn.scopes:
-            subs = self.subscribers.get(scope)
-            if subs is not None:
-                subs.discard(conn)
-                if not subs:
-                    del self.subscribers[scope]
-        if not self.subscribers:
-            self.idle_since = time.monotonic()
 
 
 class CommandSender:
@@ -160,6 +98,7 @@ class Hub:
         self.views: dict[str, BatchView] = {}
         self._loading: dict[str, asyncio.Future[BatchView | None]] = {}
         self.connections: dict[str, Connection] = {}
+        self.run_connections: dict[str, set[Connection]] = {}
         self.sender = CommandSender(redis, self.keys)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
         self._partition_wake = {p: asyncio.Event() for p in range(settings.partitions)}
@@ -223,9 +162,10 @@ class Hub:
     def attach(self, conn: Connection, since: str | None) -> None:
         """Register a connection and queue what it needs first: a resume or the full state."""
         self.connections[conn.id] = conn
-        conn.view.subscribe(conn)
+        self.run_connections.setdefault(conn.run, set()).add(conn)
+        conn.view.subscribe(conn, conn.view.scopes_of(conn.run))
         metrics.CONNECTIONS.inc()
-        frames = conn.view.resume_frames(conn.scopes, since) if since else None
+        frames = conn.view.resume_frames(conn, since) if since else None
         if frames is None:
             frames = conn.view.state_frames(conn.scopes, resync=bool(since))
             if since:
@@ -237,6 +177,11 @@ class Hub:
     def detach(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is not None:
             metrics.CONNECTIONS.dec()
+        same_run = self.run_connections.get(conn.run)
+        if same_run is not None:
+            same_run.discard(conn)
+            if not same_run:
+                del self.run_connections[conn.run]
         conn.view.unsubscribe(conn)
 
     async def mark_seen(self, batch_id: str, run_id: str, force: bool = False) -> None:
@@ -313,7 +258,9 @@ class Hub:
     def deliver(self, view: BatchView, entries: list) -> None:
         """Fold a read's entries, then queue one shared frame per scope and the acks."""
         changes: dict[str, list[Change]] = {}
-        acks: list[tuple[str, str, int]] = []
+        group_changes: dict[str, list[GroupChange]] = {}
+        messages: list[tuple[GroupMessage, str]] = []
+        acks: list[tuple[str, str, int, str]] = []
         me = self.gateway_id
         for entry_id, fields in entries:
             pos = entry_id.decode()
@@ -322,21 +269,60 @@ class Hub:
             view.remember(pos, event)
             if isinstance(event, SessionPatched):
                 changes.setdefault(event.scope, []).append(Change(v=event.version, ops=event.ops))
+            elif isinstance(event, GroupMessage):
+                messages.append((event, pos))
+            else:
+                change = group_change(event)
+                if change is not None:
+                    group_changes.setdefault(scope_group(event.scope), []).append(change)
+                    self._follow_membership(view, event)
             if event.gw == me and event.conn and event.cmd:
-                acks.append((event.conn, event.cmd, event.version))
+                group = scope_group(event.scope) if isinstance(event, MemberJoined) else ""
+                acks.append((event.conn, event.cmd, event.version, group))
         pos = view.state.pos
         for scope, scope_changes in changes.items():
             subscribers = view.subscribers.get(scope)
-            if not subscribers:
-                continue
-            frame = encode_frame(UpdateFrame(scope=scope, pos=pos, changes=scope_changes))
+            if subscribers:
+                frame = encode_frame(UpdateFrame(scope=scope, pos=pos, changes=scope_changes))
+                for conn in subscribers:
+                    conn.push(frame)
+                metrics.FRAMES.inc(len(subscribers))
+        for group_id, group_events in group_changes.items():
+            subscribers = view.subscribers.get(group_scope(group_id))
+            if subscribers:
+                frame = view.group_frame(group_id, group_events)
+                for conn in subscribers:
+                    conn.push(frame)
+        for event, event_pos in messages:
+            subscribers = view.subscribers.get(event.scope, ())
+            frame = message_frame(event, event_pos)
             for conn in subscribers:
-                conn.push(frame)
-            metrics.FRAMES.inc(len(subscribers))
-        for conn_id, cmd_id, version in acks:
+                if message_is_for(event, conn.run):
+                    conn.push(frame)
+        for conn_id, cmd_id, version, group in acks:
             conn = self.connections.get(conn_id)
             if conn is not None:
-                conn.push(encode_frame(AckFrame(id=cmd_id, version=version)), essential=True)
+                conn.push(encode_frame(AckFrame(id=cmd_id, version=version, group=group)),
+                          essential=True)
+
+    def _follow_membership(self, view: BatchView, event: Event) -> None:
+        """A member's channels start or stop listening to its group as it joins or leaves."""
+        if not isinstance(event, MemberJoined | MemberLeft):
+            return
+        group_id = scope_group(event.scope)
+        for conn in self.run_connections.get(event.member, ()):
+            if conn.view is not view:
+                continue
+            if isinstance(event, MemberJoined):
+                view.subscribe(conn, group_scopes(group_id))
+                # Its state as of this event; later changes in this read follow as updates.
+                frame = view.state_frame(group_session_scope(group_id), resync=False)
+                if frame:
+                    conn.push(frame)
+            else:
+                view.unsubscribe(conn, group_scopes(group_id))
+                conn.push(view.group_frame(group_id, [GroupChange("left", event.member)],
+                                           joined=False))
 
     async def _reload(self, view: BatchView) -> None:
         state, _ = await self.store.load_batch(view.batch_id)
@@ -374,7 +360,8 @@ class Hub:
         if conn is None:
             return  # gone; a retry of the same id will get this answer again
         if outcome.ok:
-            frame = encode_frame(AckFrame(id=outcome.cmd, version=outcome.version))
+            frame = encode_frame(AckFrame(id=outcome.cmd, version=outcome.version,
+                                          group=outcome.group))
         else:
             frame = encode_frame(FailFrame(id=outcome.cmd, code=outcome.code,
                                            message=outcome.message, version=outcome.version))
@@ -390,4 +377,3 @@ class Hub:
                     del self.views[batch_id]
 
 
-PARTICIPANT_SCOPES = (BATCH_SESSION,)

@@ -31,7 +31,32 @@ class PingMsg(ClientMessage, tag="ping"):
     pass
 
 
-Incoming = PatchMsg | ResyncMsg | PingMsg
+class JoinGroupMsg(ClientMessage, tag="join_group"):
+    id: CommandId
+
+
+class LeaveGroupMsg(ClientMessage, tag="leave_group"):
+    id: CommandId
+
+
+class ReassignGroupMsg(ClientMessage, tag="reassign_group"):
+    id: CommandId
+
+
+class FixGroupMsg(ClientMessage, tag="fix_group"):
+    id: CommandId
+
+
+class GroupMsgMsg(ClientMessage, tag="group_msg"):
+    id: CommandId
+    msg: Any
+    to: str | None = None
+
+
+Incoming = (
+    PatchMsg | ResyncMsg | PingMsg | JoinGroupMsg | LeaveGroupMsg | ReassignGroupMsg
+    | FixGroupMsg | GroupMsgMsg
+)
 
 
 class ServerFrame(msgspec.Struct, tag_field="type", omit_defaults=True):
@@ -60,6 +85,33 @@ class UpdateFrame(ServerFrame, tag="update"):
 class AckFrame(ServerFrame, tag="ack"):
     id: str
     version: int
+    group: str = ""     # for group commands: the group the run is in now
+
+
+class GroupChange(msgspec.Struct, omit_defaults=True):
+    kind: str           # created | joined | left | open | closed | fixed | finished
+    member: str = ""
+
+
+class GroupFrame(ServerFrame, tag="group"):
+    """Membership of a group (scope group:G) after a read; ``joined`` false: you are out."""
+
+    group: str
+    version: int
+    state: str
+    members: list[str]
+    closed: list[str]
+    pos: str
+    joined: bool = True
+    changes: list[GroupChange] = msgspec.field(default_factory=list)
+
+
+class GroupMsgFrame(ServerFrame, tag="group_msg"):
+    group: str
+    sender: str
+    msg: Any
+    pos: str
+    to: str | None = None
 
 
 class FailFrame(ServerFrame, tag="fail"):
