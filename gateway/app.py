@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.response import File
@@ -24,8 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.channel import serve_channel
 from gateway.hub import Hub
 from services.settings import Settings
-from session_store.commands import OpenBatch, Outcome
+from session_store.commands import OpenBatch, Outcome, StartRun
 from session_store.connect import connect_redis
+from session_store.events import GroupLimits
 
 log = logging.getLogger("cohort.gateway")
 
@@ -38,6 +39,7 @@ BATCH_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 class NewBatch(msgspec.Struct, forbid_unknown_fields=True):
     id: str | None = None
     label: str = ""
+    groups: GroupLimits = msgspec.field(default_factory=GroupLimits)
 
 
 class BatchInfo(msgspec.Struct):
@@ -85,9 +87,10 @@ def ws_url(request: Request, batch_id: str, token: str) -> str:
     return f"{scheme}://{request.url.netloc}/ws/batch/{batch_id}?token={token}"
 
 
-async def open_batch(hub: Hub, batch_id: str, label: str) -> Outcome:
+async def open_batch(hub: Hub, batch_id: str, label: str,
+                     groups: GroupLimits | None = None) -> Outcome:
     command = OpenBatch(id=f"open-{uuid.uuid4().hex}", batch=batch_id, run="admin",
-                        gw=hub.gateway_id, label=label)
+                        gw=hub.gateway_id, label=label, groups=groups or GroupLimits())
     return await hub.request(command)
 
 
@@ -103,7 +106,7 @@ async def create_batch(request: Request, data: NewBatch) -> Response[Any]:
         batch_id, data.label)
     if inserted is None:
         return error(409, "batch_exists", f"batch {batch_id} exists already")
-    outcome = await open_batch(hub_of(request), batch_id, data.label)
+    outcome = await open_batch(hub_of(request), batch_id, data.label, data.groups)
     if not outcome.ok:
         return error(409, outcome.code, outcome.message)
     return Response(BatchInfo(batch_id, data.label, {"batch": outcome.version}), status_code=201)
@@ -130,6 +133,14 @@ async def issue_ticket(request: Request, batch_id: str) -> Response[Any]:
     if view is None:
         return error(404, "batch_not_found", f"batch {batch_id} does not exist")
     run_id = uuid.uuid4().hex
+    # Every participant is a run in the log (here one with a single free-form
+    # component), so runs, groups and timeouts work the same for API-made ones.
+    outcome = await hub_of(request).request(StartRun(
+        id="start", batch=batch_id, run=run_id, gw=hub_of(request).gateway_id,
+        link_type="api", reloadable=[True], active=[True]))
+    if not outcome.ok:
+        return error(503, outcome.code, outcome.message)
+    await hub_of(request).mark_seen(batch_id, run_id, force=True)
     token = request.app.state.signer.issue(run_id, batch_id)
     return Response(ParticipantTicket(token, run_id, batch_id, ws_url(request, batch_id, token)),
                     status_code=201)
@@ -194,6 +205,13 @@ async def batch_channel(socket: Any, batch_id: str) -> None:
     await serve_channel(socket, batch_id)
 
 
+async def log_exception(exc: Exception, scope: Any) -> None:
+    """Unhandled errors reach our JSON log (litestar's own logging is off)."""
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        return
+    log.error("request failed", exc_info=exc, extra={"path": scope.get("path", "")})
+
+
 def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -233,5 +251,6 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=OpenAPIConfig(title="Cohort", version="0.1.0", path="/schema"),
         debug=False,
         logging_config=None,  # structured logs come from services.logs
+        after_exception=[log_exception],
     )
 

@@ -88,7 +88,7 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
         overflow_window_s=settings.overflow_window_s,
     )
     hub.attach(conn, socket.query_params.get("since"))
-    await hub.mark_seen(batch_id, claims.run)
+    await hub.mark_seen(batch_id, claims.run, force=True)
     sender = asyncio.create_task(conn.run_sender())
     receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
     try:

@@ -99,6 +99,7 @@ class Hub:
         self._loading: dict[str, asyncio.Future[BatchView | None]] = {}
         self.connections: dict[str, Connection] = {}
         self.run_connections: dict[str, set[Connection]] = {}
+        self._marks: set[asyncio.Future[None]] = set()
         self.sender = CommandSender(redis, self.keys)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
         self._partition_wake = {p: asyncio.Event() for p in range(settings.partitions)}
@@ -182,17 +183,29 @@ class Hub:
             same_run.discard(conn)
             if not same_run:
                 del self.run_connections[conn.run]
+                # Its last channel here closed: a negative mark says since when.
+                self._spawn_mark(conn.view.batch_id, conn.run, gone=True)
         conn.view.unsubscribe(conn)
 
-    async def mark_seen(self, batch_id: str, run_id: str, force: bool = False) -> None:
-        """Record that a run's participant is alive (at most every SEEN_EVERY_S per run)."""
+    def _spawn_mark(self, batch_id: str, run_id: str, gone: bool) -> None:
+        task = asyncio.ensure_future(self.mark_seen(batch_id, run_id, force=True, gone=gone))
+        self._marks.add(task)
+        task.add_done_callback(self._marks.discard)
+
+    async def mark_seen(self, batch_id: str, run_id: str, force: bool = False,
+                        gone: bool = False) -> None:
+        """Record that a run's participant is alive (at most every SEEN_EVERY_S per run),
+        or, with ``gone``, that its channel closed (a negative time)."""
         now = time.monotonic()
         if not force and now - self.seen_at.get(run_id, 0.0) < SEEN_EVERY_S:
             return
-        self.seen_at[run_id] = now
+        if gone:
+            self.seen_at.pop(run_id, None)
+        else:
+            self.seen_at[run_id] = now
+        ms = int(time.time() * 1000)
         try:
-            await self.redis.hset(self.keys.last_seen(batch_id), run_id,
-                                  int(time.time() * 1000))
+            await self.redis.hset(self.keys.last_seen(batch_id), run_id, -ms if gone else ms)
         except Exception as exc:  # liveness marks are best effort
             log.warning("could not record last seen", extra={"error": repr(exc)})
 
@@ -211,8 +224,11 @@ class Hub:
     async def request(self, command: Command, timeout_s: float = 10.0) -> Outcome:
         """Send a command and wait for its outcome on the reply stream (HTTP callers)."""
         command.reply = True
+        # Replies are routed by connection id; an HTTP request is its own "connection"
+        # (command ids are only unique per run, and several runs may use "start").
+        command.conn = f"http-{uuid.uuid4().hex}"
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[command.id] = future
+        self._pending[command.conn] = future
 
         def failed(exc: Exception) -> None:
             if not future.done():
@@ -221,7 +237,7 @@ class Hub:
         try:
             return await asyncio.wait_for(future, timeout_s)
         finally:
-            self._pending.pop(command.id, None)
+            self._pending.pop(command.conn, None)
 
     # -- readers ---------------------------------------------------------------
 
@@ -260,7 +276,8 @@ class Hub:
         changes: dict[str, list[Change]] = {}
         group_changes: dict[str, list[GroupChange]] = {}
         messages: list[tuple[GroupMessage, str]] = []
-        acks: list[tuple[str, str, int, str]] = []
+        # (connection, command) -> (version, group): a command's last event is its ack.
+        acks: dict[tuple[str, str], tuple[int, str]] = {}
         me = self.gateway_id
         for entry_id, fields in entries:
             pos = entry_id.decode()
@@ -278,7 +295,7 @@ class Hub:
                     self._follow_membership(view, event)
             if event.gw == me and event.conn and event.cmd:
                 group = scope_group(event.scope) if isinstance(event, MemberJoined) else ""
-                acks.append((event.conn, event.cmd, event.version, group))
+                acks[event.conn, event.cmd] = (event.version, group)
         pos = view.state.pos
         for scope, scope_changes in changes.items():
             subscribers = view.subscribers.get(scope)
@@ -299,7 +316,7 @@ class Hub:
             for conn in subscribers:
                 if message_is_for(event, conn.run):
                     conn.push(frame)
-        for conn_id, cmd_id, version, group in acks:
+        for (conn_id, cmd_id), (version, group) in acks.items():
             conn = self.connections.get(conn_id)
             if conn is not None:
                 conn.push(encode_frame(AckFrame(id=cmd_id, version=version, group=group)),
@@ -351,8 +368,8 @@ class Hub:
                     self._route_reply(decode_outcome(fields[b"o"]))
 
     def _route_reply(self, outcome: Outcome) -> None:
-        future = self._pending.get(outcome.cmd)
-        if future is not None and not outcome.conn:
+        future = self._pending.get(outcome.conn)
+        if future is not None:
             if not future.done():
                 future.set_result(outcome)
             return

@@ -5,6 +5,10 @@
     cohort worker
     cohort finalizer
     cohort migrate
+    cohort user add USERNAME [--admin] [--password-stdin] [--display-name NAME]
+    cohort study import PATH [--owner USERNAME] [--study ID]
+    cohort batch create STUDY [--label L] [--max-participants N] [--link-types T,T]
+    cohort link create BATCH --type TYPE [--count N] [--labels-file F] [--csv OUT]
     cohort test [pytest arguments...]
 
 Every subcommand takes ``--log-level``. The service processes read their
@@ -81,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     add("worker", cmd_worker, "run one session worker process")
     add("finalizer", cmd_finalizer, "run the finalizer process")
     add("migrate", cmd_migrate, "apply database migrations to $COHORT_DATABASE_URL")
+    _add_catalog_commands(sub, common)
     add(
         "test",
         cmd_test,
@@ -137,6 +142,168 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     applied = asyncio.run(migrate(_settings(args).database_url))
     print(f"applied {', '.join(applied)}" if applied else "nothing to apply: schema is current")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Accounts, studies, batches and links (Postgres at $COHORT_DATABASE_URL)
+
+
+def _add_catalog_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    def group(name: str, text: str) -> Any:
+        parser = sub.add_parser(name, help=text, description=text, allow_abbrev=False)
+        return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="command")
+
+    def add(parent: Any, name: str, handler: Callable[[argparse.Namespace], int | None],
+            text: str) -> Any:
+        cmd = parent.add_parser(name, parents=[common], help=text, description=text,
+                                allow_abbrev=False)
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    user = add(group("user", "experimenter accounts"), "add", cmd_user_add,
+               "create an account and print an API token for it")
+    user.add_argument("username")
+    user.add_argument("--admin", action="store_true", help="may touch every study")
+    user.add_argument("--password-stdin", action="store_true",
+                      help="read a password from standard input (else: API tokens only)")
+    user.add_argument("--display-name", default="")
+
+    study = add(group("study", "studies"), "import", cmd_study_import,
+                "import a study: a folder with study.toml/study.json, a .zip of one, or a "
+                "JATOS .jzip (the same uuid again makes a new version)")
+    study.add_argument("path", type=Path)
+    study.add_argument("--owner", help="username of the account that owns a new study")
+    study.add_argument("--study", help="import as a new version of this study id")
+
+    batch = add(group("batch", "batches"), "create", cmd_batch_create,
+                "create a batch of a study and print its id")
+    batch.add_argument("study", help="study id")
+    batch.add_argument("--label", default="")
+    batch.add_argument("--max-participants", type=int, default=None,
+                       help="default: the study's batch settings (no limit)")
+    batch.add_argument("--link-types", default=None,
+                       help="comma-separated allowed link types (default: the study's, or all)")
+    batch.add_argument("--inactive", action="store_true", help="create it switched off")
+
+    link = add(group("link", "study links"), "create", cmd_link_create,
+               "create study links of a batch and print their URLs (or write a CSV file)")
+    link.add_argument("batch", help="batch id")
+    link.add_argument("--type", required=True, dest="link_type",
+                      help="personal_single, personal_multiple, general_single, "
+                      "general_multiple, mturk, mturk_sandbox or preview")
+    link.add_argument("--count", type=int, default=None, help="default 1, or one per label")
+    link.add_argument("--labels-file", type=Path,
+                      help="one participant label per line: one link per label")
+    link.add_argument("--label-required", action="store_true",
+                      help="the participant must give a label (an oTree room)")
+    link.add_argument("--csv", type=Path, help="write code,type,label,url,... to this file")
+    link.add_argument("--base-url", help="default: $COHORT_PUBLIC_URL or http://127.0.0.1:8000")
+
+
+def _with_pool(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """Run ``await work(pool)`` against $COHORT_DATABASE_URL; clear errors, exit 1."""
+    import asyncpg
+
+    from results_store.accounts import AccountError
+    from results_store.catalog import CatalogError
+    from results_store.studies import StudyImportError
+
+    async def run() -> Any:
+        pool = await asyncpg.create_pool(_settings(args).database_url, min_size=1, max_size=2)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(run())
+    except (AccountError, CatalogError, StudyImportError) as exc:
+        raise SystemExit(f"cohort: {exc.code}: {exc.message}") from None
+    except asyncpg.UndefinedTableError:
+        raise SystemExit("cohort: the database has no schema yet: run `cohort migrate`") from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(f"cohort: database error: {exc}") from None
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from results_store import accounts
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+
+    async def work(pool: Any) -> str:
+        account = await accounts.create_account(pool, args.username, password=password,
+                                                display_name=args.display_name,
+                                                is_admin=args.admin)
+        return (await accounts.issue_token(pool, account.id, "cli")).token
+
+    token = _with_pool(args, work)
+    print(token)
+    return 0
+
+
+def cmd_study_import(args: argparse.Namespace) -> int:
+    from results_store import accounts, studies
+
+    async def work(pool: Any) -> Any:
+        owner = None
+        if args.owner:
+            owner = await accounts.get_account(pool, args.owner)
+            if owner is None:
+                raise accounts.AccountError("account_not_found", f"no account {args.owner!r}")
+        source = await asyncio.to_thread(studies.read_study, args.path,
+                                         studies.ImportLimits.from_settings(_settings(args)))
+        return await studies.import_study(pool, source, owner, into_study=args.study)
+
+    stored = _with_pool(args, work)
+    print(f"{'imported' if stored.created else 'updated'} study {stored.study_id} "
+          f"({stored.title!r}) version {stored.version}: {stored.file_count} files, "
+          f"{stored.total_bytes} bytes ({stored.new_bytes} new)")
+    return 0
+
+
+def cmd_batch_create(args: argparse.Namespace) -> int:
+    from msgspec import UNSET
+
+    from results_store import catalog
+
+    types = UNSET if args.link_types is None else [
+        t.strip() for t in args.link_types.split(",") if t.strip()]
+    limit = UNSET if args.max_participants is None else args.max_participants
+
+    async def work(pool: Any) -> Any:
+        return await catalog.create_batch(pool, args.study, label=args.label,
+                                          active=not args.inactive,
+                                          max_total_participants=limit,
+                                          allowed_link_types=types)
+
+    batch = _with_pool(args, work)
+    print(batch.id)
+    return 0
+
+
+def cmd_link_create(args: argparse.Namespace) -> int:
+    from results_store import catalog
+
+    labels = None
+    if args.labels_file:
+        lines = args.labels_file.read_text(encoding="utf-8-sig").splitlines()
+        labels = [line.strip() for line in lines if line.strip()]
+    base = args.base_url or _settings(args).public_url or "http://127.0.0.1:8000"
+
+    async def work(pool: Any) -> Any:
+        return await catalog.create_links(pool, args.batch, args.link_type, count=args.count,
+                                          labels=labels, label_required=args.label_required)
+
+    links = _with_pool(args, work)
+    if args.csv:
+        args.csv.write_text(catalog.links_csv(links, base), encoding="utf-8", newline="")
+        print(f"{len(links)} links written to {args.csv}")
+    else:
+        for link in links:
+            print(catalog.link_url(base, link.code))
     return 0
 
 

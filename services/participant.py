@@ -34,8 +34,9 @@ class CommandFailed(Exception):
 
 
 class Participant:
-    def __init__(self, ws_url: str, scope: str = "batch_session") -> None:
+    def __init__(self, ws_url: str, scope: str = "batch_session", run_id: str = "") -> None:
         self.ws_url = ws_url
+        self.run_id = run_id
         self.scope = scope
         self.data: Any = None
         self.version = 0
@@ -57,6 +58,11 @@ class Participant:
         self._reading.set()
         self.changed = asyncio.Event()
         self.closed: asyncio.Future[tuple[int | None, str]] | None = None
+        # Groups: the last membership frame, the group session, messages received.
+        self.group: dict[str, Any] | None = None
+        self.group_events: list[dict[str, Any]] = []
+        self.group_session: dict[str, Any] = {"data": None, "version": 0, "seen": []}
+        self.messages: list[dict[str, Any]] = []
 
     async def connect(
         self, since: str | None = None, rcvbuf: int | None = None, **ws_options: Any
@@ -103,28 +109,54 @@ class Participant:
 
     async def patch(
         self, ops: list[Any], version: int | None = None, cmd_id: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = 30.0, scope: str | None = None,
     ) -> int:
         """Send a patch and wait: returns the committed version, raises CommandFailed."""
-        cmd_id = cmd_id or self.next_id()
-        future = self.send_patch(ops, version, cmd_id)
-        frame = await asyncio.wait_for(future, timeout)
+        frame = await asyncio.wait_for(self.send_patch(ops, version, cmd_id, scope), timeout)
         if frame["type"] == "fail":
             raise CommandFailed(frame)
         return frame["version"]
 
     def send_patch(
-        self, ops: list[Any], version: int | None = None, cmd_id: str | None = None
+        self, ops: list[Any], version: int | None = None, cmd_id: str | None = None,
+        scope: str | None = None,
     ) -> asyncio.Future[dict[str, Any]]:
+        msg: dict[str, Any] = {"scope": scope or self.scope, "ops": ops}
+        if version is not None:
+            msg["version"] = version
+        return self.send_command("patch", cmd_id, **msg)
+
+    def send_command(self, kind: str, cmd_id: str | None = None,
+                     **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """Send any command; the future resolves with its ack or fail frame."""
         cmd_id = cmd_id or self.next_id()
         future = self._pending.get(cmd_id)
         if future is None or future.done():
             future = self._pending[cmd_id] = asyncio.get_running_loop().create_future()
-        msg: dict[str, Any] = {"type": "patch", "id": cmd_id, "scope": self.scope, "ops": ops}
-        if version is not None:
-            msg["version"] = version
+        msg = {"type": kind, "id": cmd_id, **fields}
         self._spawn(self._ws.send(_encoder.encode(msg).decode()))
         return future
+
+    async def command(self, kind: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        frame = await asyncio.wait_for(self.send_command(kind, **fields), timeout)
+        if frame["type"] == "fail":
+            raise CommandFailed(frame)
+        return frame
+
+    async def join_group(self) -> str:
+        """Join a group (the fullest open one, or a new one); returns its id."""
+        return (await self.command("join_group"))["group"]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds (checked after every frame)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("condition not reached")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -195,9 +227,35 @@ class Participant:
                 self.resyncs += 1
             self._first_state.set()
             self.changed.set()
+        elif kind in ("state", "update") and frame["scope"].startswith("group_session:"):
+            self._handle_group_session(frame)
+        elif kind == "group":
+            self.group = frame if frame.get("joined", True) else None
+            self.group_events.extend(frame.get("changes", []))
+            if self.group is None:
+                self.group_session = {"data": None, "version": 0, "seen": []}
+            self.changed.set()
+        elif kind == "group_msg":
+            self.messages.append(frame)
+            self.changed.set()
         elif kind in ("ack", "fail"):
             future = self._pending.pop(frame["id"], None)
             if future is not None and not future.done():
                 future.set_result(frame)
         elif kind == "error":
             self.errors.append(frame)
+
+    def _handle_group_session(self, frame: dict[str, Any]) -> None:
+        gs = self.group_session
+        if frame["type"] == "state":
+            gs.update(data=frame["data"], version=frame["version"])
+        elif gs["data"] is not None:
+            for change in frame["changes"]:
+                if change["v"] <= gs["version"]:
+                    continue
+                if change["v"] != gs["version"] + 1:
+                    self.gaps += 1
+                gs["data"] = apply_patch(gs["data"], change["ops"])
+                gs["version"] = change["v"]
+                gs["seen"].append(change["v"])
+        self.changed.set()

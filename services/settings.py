@@ -40,6 +40,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A run not seen (socket open, ping, heartbeat) for this long fails.
     run_timeout_s: float = 600.0
     run_check_every_s: float = 5.0
+    # Group members: shown closed after their channel is gone this long; removed
+    # from the group (and their run failed) when not seen for group_idle_s.
+    presence_grace_s: float = 10.0
+    group_idle_s: float = 300.0
     command_batch: int = 1000
     dedupe_ttl_s: int = 24 * 3600
     replies_maxlen: int = 10000

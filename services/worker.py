@@ -29,6 +29,7 @@ from session_store.commands import (
     FailRun,
     OpenBatch,
     Outcome,
+    SetPresence,
     decode_command,
     decode_outcome,
     encode,
@@ -95,7 +96,7 @@ class PartitionLoop:
             )
             if not reply:
                 await self.idle_snapshots()
-                await self.fail_silent_runs()
+                await self.watch_runs()
                 continue
             entries = reply[0][1]
             try:
@@ -191,7 +192,7 @@ class PartitionLoop:
             await w.redis.sadd(w.keys.batches(self.partition), *opened)
         await self.send_answers(answers)
         await self.maybe_snapshot()
-        await self.fail_silent_runs()
+        await self.watch_runs()
         return new_cursor
 
     def plan(self, command: Command, decision: Decision) -> PlannedCommand:
@@ -247,37 +248,53 @@ class PartitionLoop:
     async def idle_snapshots(self) -> None:
         await self.maybe_snapshot(idle_after_s=2.0)
 
-    async def fail_silent_runs(self) -> None:
-        """Queue a fail command for every active run nobody has seen for too long.
+    async def watch_runs(self) -> None:
+        """Turn gateways' last-seen marks into commands: fail runs nobody has seen for
+        too long, and show group members closed or open again.
 
-        Gateways record when they last saw each run; the command goes through the
-        partition's stream like any other, so its effect is logged and deduplicated
-        (its id is fixed per run).
+        A mark is the time a gateway last saw the participant (positive) or saw its
+        last channel close (negative). The commands go through the partition's
+        stream like any other, so their effects are logged and deduplicated.
         """
         w = self.worker
+        s = w.settings
         now = time.monotonic()
-        if now - self.last_run_check < w.settings.run_check_every_s:
+        if now - self.last_run_check < s.run_check_every_s:
             return
         self.last_run_check = now
-        # Batches this owner has not loaded yet may have runs to time out too.
+        # Batches this owner has not loaded yet may have runs to watch too.
         for raw in await w.redis.smembers(w.keys.batches(self.partition)):
             await self.holder(raw.decode())
-        cutoff_ms = int(time.time() * 1000 - w.settings.run_timeout_s * 1000)
-        stale: list[FailRun] = []
+        now_ms = int(time.time() * 1000)
+        commands: list[Command] = []
         for batch_id, holder in self.batches.items():
-            active = [r for r, run in holder.state.runs.items() if run.is_active]
+            state = holder.state
+            active = [r for r, run in state.runs.items() if run.is_active]
             if not active:
                 continue
-            seen = await w.redis.hmget(w.keys.last_seen(batch_id), active)
-            for run_id, ms in zip(active, seen, strict=True):
-                if ms is not None and int(ms) < cutoff_ms:
-                    stale.append(FailRun(id="timeout", batch=batch_id, run=run_id, gw=SYSTEM,
-                                         reason="timeout",
-                                         message="the participant was not seen for "
-                                                 f"{w.settings.run_timeout_s:g} s"))
-        if stale:
+            marks = await w.redis.hmget(w.keys.last_seen(batch_id), active)
+            for run_id, raw_mark in zip(active, marks, strict=True):
+                if raw_mark is None:
+                    continue
+                mark = int(raw_mark)
+                silent_ms = now_ms - abs(mark)
+                group = state.runs[run_id].group
+                limit_s = min(s.run_timeout_s, s.group_idle_s) if group else s.run_timeout_s
+                if silent_ms > limit_s * 1000:
+                    commands.append(FailRun(
+                        id="timeout", batch=batch_id, run=run_id, gw=SYSTEM,
+                        reason="idle" if group else "timeout",
+                        message=f"the participant was not seen for {limit_s:g} s"))
+                elif group:
+                    closed = run_id in state.groups[group].closed
+                    gone = mark < 0 and silent_ms > s.presence_grace_s * 1000
+                    if gone != closed:
+                        commands.append(SetPresence(
+                            id=f"presence-{uuid.uuid4().hex[:12]}", batch=batch_id, run=run_id,
+                            gw=SYSTEM, open=not gone))
+        if commands:
             pipe = w.redis.pipeline(transaction=False)
-            for command in stale:
+            for command in commands:
                 pipe.xadd(w.keys.commands(self.partition), {"c": encode(command)})
             await pipe.execute()
 

@@ -37,6 +37,6 @@ def new_batch_id() -> Callable[[], str]:
 
 async def join(stack: Stack, batch_id: str, gateway: int = 0, **ws: Any) -> Participant:
     ticket = await stack.participant(batch_id, gateway)
-    participant = await Participant(ticket["ws_url"]).connect(**ws)
+    participant = await Participant(ticket["ws_url"], run_id=ticket["run_id"]).connect(**ws)
     await participant.wait_ready()
     return participant

@@ -137,9 +137,11 @@ class Stack:
             headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30,
         )
 
-    async def create_batch(self, batch_id: str, label: str = "") -> dict[str, Any]:
+    async def create_batch(self, batch_id: str, label: str = "", **groups: Any) -> dict[str, Any]:
+        """Open a bare batch; ``groups`` are limits: max_active_members, max_total_members."""
         async with self._admin() as client:
-            response = await client.post("/api/batches", json={"id": batch_id, "label": label})
+            response = await client.post(
+                "/api/batches", json={"id": batch_id, "label": label, "groups": groups})
             response.raise_for_status()
             return response.json()
 
