@@ -26,18 +26,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import UploadFile
-from litestar.di import Provide
-from litestar.enums import RequestEncodingType
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Body
+from litestar.params import FromPath, FromQuery, JSONBody, MultipartBody
 from msgspec import UNSET, UnsetType
 
 from results_store import accounts, catalog, studies
@@ -55,6 +54,9 @@ from results_store.studies import (
 )
 
 log = logging.getLogger("cohort.experimenter")
+
+# The authenticated account, injected into every handler as ``me``.
+Me = NamedDependency[Account]
 
 # Hard cap on an upload's body; the study size limits (settings) are checked too.
 MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
@@ -222,7 +224,7 @@ class NewToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 @post("/accounts", status_code=201, tags=["accounts"])
-async def create_account(request: Request, me: Account, data: NewAccount) -> AccountCreated:
+async def create_account(request: Request, me: Me, data: JSONBody[NewAccount]) -> AccountCreated:
     """Create an account (administrators only); answers its first API token, once."""
     _require_admin(me)
     account = await accounts.create_account(
@@ -234,34 +236,34 @@ async def create_account(request: Request, me: Account, data: NewAccount) -> Acc
 
 
 @get("/accounts", tags=["accounts"])
-async def list_accounts(request: Request, me: Account) -> list[Account]:
+async def list_accounts(request: Request, me: Me) -> list[Account]:
     """Every account (administrators only)."""
     _require_admin(me)
     return await accounts.list_accounts(_pool(request))
 
 
 @get("/me", tags=["accounts"])
-async def who_am_i(me: Account) -> Account:
+async def who_am_i(me: Me) -> Account:
     """The account the token belongs to."""
     return me
 
 
 @post("/tokens", status_code=201, tags=["tokens"])
-async def issue_token(request: Request, me: Account, data: NewToken) -> IssuedToken:
+async def issue_token(request: Request, me: Me, data: JSONBody[NewToken]) -> IssuedToken:
     """Issue an API token for your account. The token is in this answer only."""
     _require_account(me)
     return await accounts.issue_token(_pool(request), me.id, data.name)
 
 
 @get("/tokens", tags=["tokens"])
-async def list_tokens(request: Request, me: Account) -> list[TokenInfo]:
+async def list_tokens(request: Request, me: Me) -> list[TokenInfo]:
     """Your API tokens (never the tokens themselves)."""
     _require_account(me)
     return await accounts.list_tokens(_pool(request), me.id)
 
 
 @delete("/tokens/{token_id:int}", tags=["tokens"])
-async def revoke_token(request: Request, me: Account, token_id: int) -> None:
+async def revoke_token(request: Request, me: Me, token_id: FromPath[int]) -> None:
     """Revoke one of your API tokens: it stops working at once."""
     _require_account(me)
     if not await accounts.revoke_token(_pool(request), me.id, token_id):
@@ -312,9 +314,9 @@ def _upload_size_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 @post("/studies", status_code=201, tags=["studies"], guards=[_upload_size_guard],
       request_max_body_size=MAX_UPLOAD_BYTES)
 async def import_study_upload(
-    request: Request, me: Account,
-    data: Annotated[StudyUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-    study: str | None = None,
+    request: Request, me: Me,
+    data: MultipartBody[StudyUpload],
+    study: FromQuery[str | None] = None,
 ) -> StoredStudy:
     """Import a study from an uploaded archive (multipart field ``file``): a .zip of a
     folder with study.toml or study.json, or a JATOS .jzip. The same uuid again makes
@@ -335,7 +337,7 @@ async def import_study_upload(
 
 
 @post("/studies/import-path", status_code=201, tags=["studies"])
-async def import_study_path(request: Request, me: Account, data: ImportPath) -> StoredStudy:
+async def import_study_path(request: Request, me: Me, data: JSONBody[ImportPath]) -> StoredStudy:
     """Import a study from a folder, .zip or .jzip on the server (administrators only)."""
     _require_admin(me)
     if data.study is not None:
@@ -348,13 +350,13 @@ async def import_study_path(request: Request, me: Account, data: ImportPath) -> 
 
 
 @get("/studies", tags=["studies"])
-async def list_studies(request: Request, me: Account) -> list[StudySummary]:
+async def list_studies(request: Request, me: Me) -> list[StudySummary]:
     """The studies you may touch (administrators: every study)."""
     return await studies.list_studies(_pool(request), me)
 
 
 @get("/studies/{study_id:str}", tags=["studies"])
-async def get_study(request: Request, me: Account, study_id: str) -> StudyDetail:
+async def get_study(request: Request, me: Me, study_id: FromPath[str]) -> StudyDetail:
     """A study: its versions, members and current definition."""
     await _check_study(request, me, study_id)
     info = await studies.get_study(_pool(request), study_id)
@@ -365,8 +367,8 @@ async def get_study(request: Request, me: Account, study_id: str) -> StudyDetail
 
 
 @get("/studies/{study_id:str}/versions/{version:int}", tags=["studies"])
-async def get_study_version(request: Request, me: Account, study_id: str,
-                            version: int) -> VersionDetail:
+async def get_study_version(request: Request, me: Me, study_id: FromPath[str],
+                            version: FromPath[int]) -> VersionDetail:
     """One version of a study: its definition and its files."""
     await _check_study(request, me, study_id)
     info = await studies.get_study(_pool(request), study_id)
@@ -379,8 +381,8 @@ async def get_study_version(request: Request, me: Account, study_id: str,
 
 
 @post("/studies/{study_id:str}/members", status_code=201, tags=["studies"])
-async def share_study(request: Request, me: Account, study_id: str,
-                      data: NewMember) -> list[str]:
+async def share_study(request: Request, me: Me, study_id: FromPath[str],
+                      data: JSONBody[NewMember]) -> list[str]:
     """Share the study with another account; answers the members."""
     await _check_study(request, me, study_id)
     await accounts.share_study(_pool(request), study_id, data.username)
@@ -388,7 +390,8 @@ async def share_study(request: Request, me: Account, study_id: str,
 
 
 @delete("/studies/{study_id:str}/members/{username:str}", tags=["studies"])
-async def unshare_study(request: Request, me: Account, study_id: str, username: str) -> None:
+async def unshare_study(request: Request, me: Me, study_id: FromPath[str],
+                        username: FromPath[str]) -> None:
     """Take an account off the study's members."""
     await _check_study(request, me, study_id)
     if not await accounts.unshare_study(_pool(request), study_id, username):
@@ -413,7 +416,8 @@ class NewBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 @post("/studies/{study_id:str}/batches", status_code=201, tags=["batches"])
-async def create_batch(request: Request, me: Account, study_id: str, data: NewBatch) -> Batch:
+async def create_batch(request: Request, me: Me, study_id: FromPath[str],
+                       data: JSONBody[NewBatch]) -> Batch:
     """Create a batch of the study."""
     await _check_study(request, me, study_id)
     batch = await catalog.create_batch(
@@ -428,21 +432,22 @@ async def create_batch(request: Request, me: Account, study_id: str, data: NewBa
 
 
 @get("/studies/{study_id:str}/batches", tags=["batches"])
-async def list_batches(request: Request, me: Account, study_id: str) -> list[Batch]:
+async def list_batches(request: Request, me: Me, study_id: FromPath[str]) -> list[Batch]:
     """The study's batches."""
     await _check_study(request, me, study_id)
     return await catalog.list_batches(_pool(request), study_id)
 
 
 @get("/studies/{study_id:str}/batches/{batch_id:str}", tags=["batches"])
-async def get_batch(request: Request, me: Account, study_id: str, batch_id: str) -> Batch:
+async def get_batch(request: Request, me: Me, study_id: FromPath[str],
+                    batch_id: FromPath[str]) -> Batch:
     """One batch: settings, limits and how many participants entered."""
     return await _study_batch(request, me, study_id, batch_id)
 
 
 @patch("/studies/{study_id:str}/batches/{batch_id:str}", tags=["batches"])
-async def update_batch(request: Request, me: Account, study_id: str, batch_id: str,
-                       data: BatchUpdate) -> Batch:
+async def update_batch(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
+                       data: JSONBody[BatchUpdate]) -> Batch:
     """Change a batch: label, active, limits, allowed link types, JSON input, groups."""
     await _study_batch(request, me, study_id, batch_id)
     batch = await catalog.update_batch(_pool(request), batch_id, data)
@@ -472,8 +477,8 @@ def _with_url(links: list[Link], base: str) -> list[LinkOut]:
 
 
 @post("/studies/{study_id:str}/batches/{batch_id:str}/links", status_code=201, tags=["links"])
-async def create_links(request: Request, me: Account, study_id: str, batch_id: str,
-                       data: NewLinks) -> list[LinkOut]:
+async def create_links(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
+                       data: JSONBody[NewLinks]) -> list[LinkOut]:
     """Create links of one type: ``count`` of them, or one per label (in order)."""
     await _study_batch(request, me, study_id, batch_id)
     links = await catalog.create_links(_pool(request), batch_id, data.type, count=data.count,
@@ -483,8 +488,8 @@ async def create_links(request: Request, me: Account, study_id: str, batch_id: s
 
 
 @get("/studies/{study_id:str}/batches/{batch_id:str}/links", tags=["links"])
-async def list_links(request: Request, me: Account, study_id: str, batch_id: str,
-                     type: str | None = None) -> list[LinkOut]:
+async def list_links(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
+                     type: FromQuery[str | None] = None) -> list[LinkOut]:
     """The batch's links (optionally of one ``type``), in creation order."""
     await _study_batch(request, me, study_id, batch_id)
     links = await catalog.list_links(_pool(request), batch_id, type)
@@ -493,8 +498,8 @@ async def list_links(request: Request, me: Account, study_id: str, batch_id: str
 
 @get("/studies/{study_id:str}/batches/{batch_id:str}/links.csv", tags=["links"],
      media_type="text/csv")
-async def export_links(request: Request, me: Account, study_id: str, batch_id: str,
-                       type: str | None = None) -> Response[str]:
+async def export_links(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
+                       type: FromQuery[str | None] = None) -> Response[str]:
     """The batch's links as CSV: code, type, label, url, created_at, used_at."""
     await _study_batch(request, me, study_id, batch_id)
     links = await catalog.list_links(_pool(request), batch_id, type)
@@ -505,8 +510,8 @@ async def export_links(request: Request, me: Account, study_id: str, batch_id: s
 
 
 @get("/studies/{study_id:str}/batches/{batch_id:str}/runs", tags=["runs"])
-async def list_runs(request: Request, me: Account, study_id: str, batch_id: str,
-                    limit: int = 1000, offset: int = 0) -> list[Run]:
+async def list_runs(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
+                    limit: FromQuery[int] = 1000, offset: FromQuery[int] = 0) -> list[Run]:
     """The batch's runs in order of entry: link, worker, label, URL query, version."""
     await _study_batch(request, me, study_id, batch_id)
     return await catalog.list_runs(_pool(request), batch_id, limit=limit, offset=offset)

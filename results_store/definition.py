@@ -38,6 +38,15 @@ class SessionConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
     custom: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class BatchDefaults(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Settings a new batch of this study starts with (JATOS: the first batch of
+    the archive's batchList). ``None`` means no limit / every link type."""
+
+    max_total_participants: int | None = None
+    allowed_link_types: list[str] | None = None
+    json_input: Any = None
+
+
 class StudyDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
     uuid: str
     title: str
@@ -51,6 +60,7 @@ class StudyDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
     session_config: SessionConfig = msgspec.field(default_factory=SessionConfig)
     # Free-form extra properties (JATOS "study properties" not modelled above).
     properties: dict[str, Any] = msgspec.field(default_factory=dict)
+    batch_defaults: BatchDefaults = msgspec.field(default_factory=BatchDefaults)
 
     def component_index(self, component_id: str) -> int | None:
         for index, component in enumerate(self.components):

@@ -255,12 +255,17 @@ def cmd_study_import(args: argparse.Namespace) -> int:
                 raise accounts.AccountError("account_not_found", f"no account {args.owner!r}")
         source = await asyncio.to_thread(studies.read_study, args.path,
                                          studies.ImportLimits.from_settings(_settings(args)))
-        return await studies.import_study(pool, source, owner, into_study=args.study)
+        stored = await studies.import_study(pool, source, owner, into_study=args.study)
+        return stored, not source.definition.uuid
 
-    stored = _with_pool(args, work)
+    stored, had_no_uuid = _with_pool(args, work)
     print(f"{'imported' if stored.created else 'updated'} study {stored.study_id} "
           f"({stored.title!r}) version {stored.version}: {stored.file_count} files, "
           f"{stored.total_bytes} bytes ({stored.new_bytes} new)")
+    if had_no_uuid and not args.study:
+        print(f'hint: add uuid = "{stored.uuid}" to the study description, or import with '
+              f"--study {stored.study_id}, so that the next import is version "
+              f"{stored.version + 1} of this study")
     return 0
 
 

@@ -3,7 +3,12 @@
  * @cohort/client: the browser entry (no dependencies).
  *
  * - `connect(options)` -> BatchChannel: the modern core (cohort.js)
- * - `createJatos(channel)` -> the jatos.js-compatible API (jatos.js)
+ * - `createJatos(channel)` -> the jatos.js-compatible API (jatos.js), with the
+ *   study run (run.js: init, onLoad, study session, component flow, ending)
+ * - `startPage(jatos)`: load the run on a component page (run.js)
+ * - `connectParticipant(linkUrl, {WebSocket})`: a participant without a
+ *   browser, entering through a study link (bot.js)
+ * - the participant's HTTP calls with jatos.js's retries (http.js)
  * - the small in-place JSON Patch implementation (jsonpatch.js)
  *
  * In Node, `import ... from '@cohort/client'` resolves to ./node.js, which
@@ -26,6 +31,20 @@ export {
   installBatchSession,
   installErrorHandling,
 } from './jatos.js';
+export {
+  HEARTBEAT_PERIOD,
+  HTTP_RETRY,
+  HTTP_RETRY_WAIT,
+  HTTP_TIMEOUT,
+  browserHost,
+  componentPageUrl,
+  installStudyRun,
+  parseRunUrl,
+  renderEndPage,
+  startPage,
+} from './run.js';
+export { errorFromAnswer, httpError, httpRequest } from './http.js';
+export { connectParticipant } from './bot.js';
 export {
   PatchError,
   applyOperation,

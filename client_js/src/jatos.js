@@ -4,9 +4,10 @@
  *
  * `createJatos(channel)` returns an object shaped like JATOS's `jatos`
  * global. Each part of the jatos.js API is installed by its own function
- * (`installBatchSession` here; study session, groups, component flow and
- * results will be installed the same way beside it), so the object grows
- * feature by feature without one big file.
+ * (`installBatchSession` here; the study run, i.e. init data, onLoad, study
+ * session, component flow and ending, by `installStudyRun` in run.js; groups
+ * and results will be installed the same way), so the object grows feature by
+ * feature without one big file.
  *
  * Semantics follow the jatos.js reference (JATOS 3.x); the differences are
  * listed in client_js/README.md ("Differences from jatos.js").
@@ -15,9 +16,10 @@
 
 import { connect, CommandError, DEFAULT_SCOPE } from './cohort.js';
 import { cloneJson, deepEqual, getPointer } from './jsonpatch.js';
+import { browserHost, installStudyRun } from './run.js';
 
 /** Version of this jatos.js-compatible layer. */
-export const JATOS_COMPAT_VERSION = '3.9-cohort.1';
+export const JATOS_COMPAT_VERSION = '3.9-cohort.2';
 
 /**
  * @typedef {import('./cohort.js').BatchChannel} BatchChannel
@@ -58,16 +60,26 @@ export const JATOS_COMPAT_VERSION = '3.9-cohort.1';
  */
 
 /**
+ * @typedef {Object} CreateJatosOptions
+ * @property {import('./run.js').RunHost} [host] how the study run navigates
+ *   (default: the browser's `location`; the Node bot passes its own)
+ */
+
+/**
  * Creates a jatos.js-compatible object. `channel` may be null and attached
- * later (`jatos.attachBatchChannel(ch)` or `jatos.connectBatch(options)`).
+ * later (`jatos.attachBatchChannel(ch)` or `jatos.connectBatch(options)`); on
+ * a component page `jatos.loadPage(url)` (or `startPage(jatos)` from run.js)
+ * loads the run and opens the channel itself.
  * @param {BatchChannel|null} [channel]
+ * @param {CreateJatosOptions} [options]
  * @returns {Jatos}
  */
-export function createJatos(channel = null) {
+export function createJatos(channel = null, options = {}) {
   /** @type {any} */
   const jatos = { version: JATOS_COMPAT_VERSION };
   installErrorHandling(jatos);
   installBatchSession(jatos, channel);
+  installStudyRun(jatos, (options && options.host) || browserHost());
   return jatos;
 }
 
