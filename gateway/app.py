@@ -23,6 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.channel import serve_channel
 from gateway.hub import Hub
+from gateway.participant import participant_routes
+from gateway.studycache import StudyCache
 from services.settings import Settings
 from session_store.commands import OpenBatch, Outcome, StartRun
 from session_store.connect import connect_redis
@@ -222,7 +224,8 @@ def create_app(settings: Settings) -> Litestar:
         hub = Hub(settings, redis)
         await hub.start()
         app.state.update(settings=settings, redis=redis, pg=pg, hub=hub,
-                         signer=TokenSigner(settings.secret, settings.token_ttl_s))
+                         signer=TokenSigner(settings.secret, settings.token_ttl_s),
+                         studies=StudyCache(pg))
         if settings.demo:
             await pg.execute("INSERT INTO batches (id, label) VALUES ($1, $2) "
                              "ON CONFLICT DO NOTHING", DEMO_BATCH, "Demo")
@@ -246,7 +249,8 @@ def create_app(settings: Settings) -> Litestar:
     ] if CLIENT_JS.exists() else []
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
-                        livez, readyz, prometheus_metrics, batch_channel, *client_routes],
+                        livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
+                        *client_routes],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Cohort", version="0.1.0", path="/schema"),
         debug=False,

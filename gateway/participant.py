@@ -26,12 +26,14 @@ from session_store.commands import (
     AbortRun,
     Command,
     EndRun,
+    OpenBatch,
     Outcome,
     RetrieveData,
     StartComponent,
     StartRun,
     WriteStudySession,
 )
+from session_store.events import GroupLimits
 
 log = logging.getLogger("cohort.gateway.participant")
 
@@ -115,6 +117,20 @@ def claims_of(request: Request, key: str) -> ParticipantClaims | None:
         return None
 
 
+async def open_live_batch(request: Request, batch_id: str) -> None:
+    """Open a Postgres batch in the event log, with its group limits."""
+    batch = await catalog.get_batch(request.app.state.pg, batch_id)
+    groups = batch.group_settings if batch else None
+    hub = hub_of(request)
+    await hub.request(OpenBatch(
+        id=f"open-{uuid.uuid4().hex}", batch=batch_id, run="admin", gw=hub.gateway_id,
+        label=batch.label if batch else "",
+        groups=GroupLimits(
+            max_active_members=groups.max_active_members if groups else None,
+            max_total_members=groups.max_total_members if groups else None),
+    ))
+
+
 def new_command_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex}"
 
@@ -143,13 +159,18 @@ async def enter(request: Request, code: str) -> Response[Any] | Redirect:
     if definition is None or start is None:
         return page(404, "This study cannot start", "It has no active component.",
                     "study_not_found")
-    outcome = await run_command(request, StartRun(
+    start_run = StartRun(
         id="start", batch=entered.batch_id, run=entered.run_id, gw=hub_of(request).gateway_id,
         study=entered.study_id, study_version=entered.study_version, worker=entered.worker_id,
         label=entered.label or "", link_type=entered.link_type, preview=entered.preview,
         linear=definition.linear, reloadable=[c.reloadable for c in definition.components],
         active=[c.active for c in definition.components],
-    ))
+    )
+    outcome = await run_command(request, start_run)
+    if not outcome.ok and outcome.code == "batch_not_found":
+        # The batch exists in Postgres but was never opened in the log: open it now.
+        await open_live_batch(request, entered.batch_id)
+        outcome = await run_command(request, start_run)
     if not outcome.ok:
         return page(503, "The study could not start", outcome.message, outcome.code)
     signer: TokenSigner = request.app.state.signer
