@@ -17,14 +17,17 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.channel import serve_channel
+from gateway.experimenter import experimenter_routes
 from gateway.hub import Hub
 from gateway.participant import participant_routes
 from gateway.studycache import StudyCache
+from results_store.catalog import Batch
 from services.settings import Settings
 from session_store.commands import OpenBatch, Outcome, StartRun
 from session_store.connect import connect_redis
@@ -223,9 +226,16 @@ def create_app(settings: Settings) -> Litestar:
         pg = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         hub = Hub(settings, redis)
         await hub.start()
+        async def batch_opener(batch: Batch) -> None:
+            """Batches made through the experimenter API are opened in the log at once."""
+            groups = batch.group_settings
+            await open_batch(hub, batch.id, batch.label, GroupLimits(
+                max_active_members=groups.max_active_members if groups else None,
+                max_total_members=groups.max_total_members if groups else None))
+
         app.state.update(settings=settings, redis=redis, pg=pg, hub=hub,
                          signer=TokenSigner(settings.secret, settings.token_ttl_s),
-                         studies=StudyCache(pg))
+                         studies=StudyCache(pg), batch_opener=batch_opener)
         if settings.demo:
             await pg.execute("INSERT INTO batches (id, label) VALUES ($1, $2) "
                              "ON CONFLICT DO NOTHING", DEMO_BATCH, "Demo")
@@ -250,9 +260,12 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
                         livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
-                        *client_routes],
+                        experimenter_routes, *client_routes],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Cohort", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Cohort", version="0.1.0", path="/schema",
+            components=Components(security_schemes={
+                "BearerToken": SecurityScheme(type="http", scheme="bearer")})),
         debug=False,
         logging_config=None,  # structured logs come from services.logs
         after_exception=[log_exception],

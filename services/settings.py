@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     resume_window: int = 2000
     read_block_ms: int = 50
     token_ttl_s: int = 7 * 24 * 3600
+    # Study imports.
+    max_study_bytes: int = 200 * 1024 * 1024
+    max_study_files: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
