@@ -281,7 +281,7 @@ async def init_data(request: Request, key: str, pos: int) -> Response[Any]:
     })
 
 
-@post("/r/{key:str}/study-session", tags=["participants"])
+@post("/r/{key:str}/study-session", status_code=200, tags=["participants"])
 async def write_study_session(request: Request, key: str) -> Response[Any]:
     """Replace the run's study session with the JSON body (jatos.setStudySessionData)."""
     claims = claims_of(request, key)
@@ -322,7 +322,7 @@ async def _finish(request: Request, key: str, command_for: Any) -> Response[Any]
     })
 
 
-@post("/r/{key:str}/end", tags=["participants"])
+@post("/r/{key:str}/end", status_code=200, tags=["participants"])
 async def end_run(request: Request, key: str) -> Response[Any]:
     """jatos.endStudy(successful, message): finish the run; answers the confirmation code."""
     def command(claims: ParticipantClaims, raw: bytes) -> EndRun:
@@ -333,7 +333,7 @@ async def end_run(request: Request, key: str) -> Response[Any]:
     return await _finish(request, key, command)
 
 
-@post("/r/{key:str}/abort", tags=["participants"])
+@post("/r/{key:str}/abort", status_code=200, tags=["participants"])
 async def abort_run(request: Request, key: str) -> Response[Any]:
     """jatos.abortStudy(message): end the run and erase its study session."""
     def command(claims: ParticipantClaims, raw: bytes) -> AbortRun:
@@ -344,13 +344,14 @@ async def abort_run(request: Request, key: str) -> Response[Any]:
     return await _finish(request, key, command)
 
 
-@post("/r/{key:str}/heartbeat", status_code=204, tags=["participants"])
+@post("/r/{key:str}/heartbeat", status_code=200, tags=["participants"])
 async def heartbeat(request: Request, key: str) -> Response[Any]:
+    """jatos.js heartbeats keep the run's last-seen time (a silent run fails)."""
     claims = claims_of(request, key)
     if claims is None:
         return api_error(403, "forbidden", "bad or expired run key")
     await mark_seen(request, claims, force=True)
-    return Response(None, status_code=204)
+    return Response({"status": "ok"})
 
 
 participant_routes = [enter, component_file, init_data, write_study_session, end_run, abort_run,
