@@ -22,14 +22,16 @@ from litestar.response import File
 from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.batches import group_limits, open_batch
 from gateway.channel import serve_channel
 from gateway.experimenter import experimenter_routes
 from gateway.hub import Hub
+from gateway.live_api import console_channel, live_routes
 from gateway.participant import participant_routes
 from gateway.studycache import StudyCache
 from results_store.catalog import Batch
 from services.settings import Settings
-from session_store.commands import OpenBatch, Outcome, StartRun
+from session_store.commands import ChangeBatchSettings, StartRun
 from session_store.connect import connect_redis
 from session_store.events import GroupLimits
 
@@ -90,13 +92,6 @@ def hub_of(request: Request | ASGIConnection) -> Hub:
 def ws_url(request: Request, batch_id: str, token: str) -> str:
     scheme = "wss" if request.url.scheme == "https" else "ws"
     return f"{scheme}://{request.url.netloc}/ws/batch/{batch_id}?token={token}"
-
-
-async def open_batch(hub: Hub, batch_id: str, label: str,
-                     groups: GroupLimits | None = None) -> Outcome:
-    command = OpenBatch(id=f"open-{uuid.uuid4().hex}", batch=batch_id, run="admin",
-                        gw=hub.gateway_id, label=label, groups=groups or GroupLimits())
-    return await hub.request(command)
 
 
 @post("/api/batches", guards=[admin_guard], status_code=201, tags=["batches"])
@@ -228,14 +223,17 @@ def create_app(settings: Settings) -> Litestar:
         await hub.start()
         async def batch_opener(batch: Batch) -> None:
             """Batches made through the experimenter API are opened in the log at once."""
-            groups = batch.group_settings
-            await open_batch(hub, batch.id, batch.label, GroupLimits(
-                max_active_members=groups.max_active_members if groups else None,
-                max_total_members=groups.max_total_members if groups else None))
+            await open_batch(hub, batch.id, batch.label, group_limits(batch))
+
+        async def batch_updater(batch: Batch) -> None:
+            await hub.request(ChangeBatchSettings(
+                id=f"settings-{uuid.uuid4().hex}", batch=batch.id, run="admin",
+                gw=hub.gateway_id, groups=group_limits(batch)))
 
         app.state.update(settings=settings, redis=redis, pg=pg, hub=hub,
                          signer=TokenSigner(settings.secret, settings.token_ttl_s),
-                         studies=StudyCache(pg), batch_opener=batch_opener)
+                         studies=StudyCache(pg), batch_opener=batch_opener,
+                         batch_updater=batch_updater)
         if settings.demo:
             await pg.execute("INSERT INTO batches (id, label) VALUES ($1, $2) "
                              "ON CONFLICT DO NOTHING", DEMO_BATCH, "Demo")
@@ -260,7 +258,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
                         livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
-                        experimenter_routes, *client_routes],
+                        experimenter_routes, live_routes, console_channel, *client_routes],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Cohort", version="0.1.0", path="/schema",

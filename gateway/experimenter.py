@@ -14,8 +14,9 @@ batch always under its study (``/api/studies/<study>/batches/<batch>``), so one
 access check on the study covers everything below it.
 
 The app must hold ``app.state.pg`` (an asyncpg pool) and ``app.state.settings``.
-Optionally ``app.state.batch_opener``: an async callable ``(Batch) -> None``
-called after a batch is created (the live side opens it in the event log).
+Optionally ``app.state.batch_opener`` and ``app.state.batch_updater``: async
+callables ``(Batch) -> None`` called after a batch is created or changed (the
+live side opens it in the event log, or records its new group limits).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class ApiProblem(Exception):
         self.message = message
 
 
-def _problem_response(_: Request, exc: ApiProblem) -> Response[ApiError]:
+def problem_response(_: Request, exc: ApiProblem) -> Response[ApiError]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return Response(ApiError(exc.code, exc.message), status_code=exc.status, headers=headers)
 
@@ -126,15 +127,8 @@ def _import_problem(_: Request, exc: StudyImportError) -> Response[ApiError]:
 Authenticator = Callable[[ASGIConnection], Awaitable[Account | None]]
 
 
-async def bearer_authenticator(connection: ASGIConnection) -> Account | None:
-    """``Authorization: Bearer <token>``: the admin token, or an account's API token.
-
-    None when the request has no bearer token; 401 when it has a bad one."""
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
+async def account_for_token(connection: ASGIConnection, token: str) -> Account:
+    """The admin token's account, or the account of an API token; 401 for a bad one."""
     admin_token = connection.app.state.settings.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return accounts.ADMIN_TOKEN_ACCOUNT
@@ -144,9 +138,26 @@ async def bearer_authenticator(connection: ASGIConnection) -> Account | None:
     return account
 
 
+async def bearer_authenticator(connection: ASGIConnection) -> Account | None:
+    """``Authorization: Bearer <token>``; None when the request has none."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return await account_for_token(connection, token)
+
+
+async def query_token_authenticator(connection: ASGIConnection) -> Account | None:
+    """``?token=`` on WebSockets only (browsers cannot set headers on them)."""
+    token = connection.query_params.get("token", "")
+    if connection.scope["type"] != "websocket" or not token:
+        return None
+    return await account_for_token(connection, token)
+
+
 # Tried in order; the first that recognises the request wins (issue 8 adds a
 # session-cookie authenticator here).
-AUTHENTICATORS: list[Authenticator] = [bearer_authenticator]
+AUTHENTICATORS: list[Authenticator] = [bearer_authenticator, query_token_authenticator]
 
 
 async def authenticate(connection: ASGIConnection) -> Account:
@@ -182,7 +193,7 @@ def _require_account(me: Account) -> None:
                          "(POST /api/accounts) and use its API token")
 
 
-async def _check_study(request: Request, me: Account, study_id: str) -> None:
+async def check_study(request: Request, me: Account, study_id: str) -> None:
     pool = _pool(request)
     if await pool.fetchval("SELECT 1 FROM studies WHERE id = $1", study_id) is None:
         raise ApiProblem(404, "study_not_found", f"there is no study {study_id!r}")
@@ -190,8 +201,8 @@ async def _check_study(request: Request, me: Account, study_id: str) -> None:
         raise ApiProblem(403, "forbidden", f"you have no access to study {study_id!r}")
 
 
-async def _study_batch(request: Request, me: Account, study_id: str, batch_id: str) -> Batch:
-    await _check_study(request, me, study_id)
+async def study_batch(request: Request, me: Account, study_id: str, batch_id: str) -> Batch:
+    await check_study(request, me, study_id)
     batch = await catalog.get_batch(_pool(request), batch_id)
     if batch is None or batch.study_id != study_id:
         raise ApiProblem(404, "batch_not_found", f"study {study_id!r} has no batch {batch_id!r}")
@@ -323,7 +334,7 @@ async def import_study_upload(
     a new version of that study (yours, or shared with you). ``?study=<id>`` imports
     into that study (for a study.toml without a uuid)."""
     if study is not None:
-        await _check_study(request, me, study)
+        await check_study(request, me, study)
     limits = _limits(request)
     content = await data.file.read()
     if len(content) > limits.max_bytes + ARCHIVE_SLACK_BYTES:
@@ -341,7 +352,7 @@ async def import_study_path(request: Request, me: Me, data: JSONBody[ImportPath]
     """Import a study from a folder, .zip or .jzip on the server (administrators only)."""
     _require_admin(me)
     if data.study is not None:
-        await _check_study(request, me, data.study)
+        await check_study(request, me, data.study)
     source = await asyncio.to_thread(studies.read_study, Path(data.path), _limits(request))
     stored = await studies.import_study(_pool(request), source, me, into_study=data.study)
     log.info("study imported", extra={"study": stored.study_id, "version": stored.version,
@@ -358,7 +369,7 @@ async def list_studies(request: Request, me: Me) -> list[StudySummary]:
 @get("/studies/{study_id:str}", tags=["studies"])
 async def get_study(request: Request, me: Me, study_id: FromPath[str]) -> StudyDetail:
     """A study: its versions, members and current definition."""
-    await _check_study(request, me, study_id)
+    await check_study(request, me, study_id)
     info = await studies.get_study(_pool(request), study_id)
     if info is None:
         raise ApiProblem(404, "study_not_found", f"there is no study {study_id!r}")
@@ -370,7 +381,7 @@ async def get_study(request: Request, me: Me, study_id: FromPath[str]) -> StudyD
 async def get_study_version(request: Request, me: Me, study_id: FromPath[str],
                             version: FromPath[int]) -> VersionDetail:
     """One version of a study: its definition and its files."""
-    await _check_study(request, me, study_id)
+    await check_study(request, me, study_id)
     info = await studies.get_study(_pool(request), study_id)
     found = [v for v in info.versions if v.version == version] if info else []
     definition = await studies.load_definition(_pool(request), study_id, version)
@@ -384,7 +395,7 @@ async def get_study_version(request: Request, me: Me, study_id: FromPath[str],
 async def share_study(request: Request, me: Me, study_id: FromPath[str],
                       data: JSONBody[NewMember]) -> list[str]:
     """Share the study with another account; answers the members."""
-    await _check_study(request, me, study_id)
+    await check_study(request, me, study_id)
     await accounts.share_study(_pool(request), study_id, data.username)
     return [m.username for m in await accounts.list_members(_pool(request), study_id)]
 
@@ -393,7 +404,7 @@ async def share_study(request: Request, me: Me, study_id: FromPath[str],
 async def unshare_study(request: Request, me: Me, study_id: FromPath[str],
                         username: FromPath[str]) -> None:
     """Take an account off the study's members."""
-    await _check_study(request, me, study_id)
+    await check_study(request, me, study_id)
     if not await accounts.unshare_study(_pool(request), study_id, username):
         raise ApiProblem(404, "member_not_found", f"{username!r} is not a member")
 
@@ -419,7 +430,7 @@ class NewBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 async def create_batch(request: Request, me: Me, study_id: FromPath[str],
                        data: JSONBody[NewBatch]) -> Batch:
     """Create a batch of the study."""
-    await _check_study(request, me, study_id)
+    await check_study(request, me, study_id)
     batch = await catalog.create_batch(
         _pool(request), study_id, label=data.label, active=data.active,
         max_total_participants=data.max_total_participants,
@@ -434,7 +445,7 @@ async def create_batch(request: Request, me: Me, study_id: FromPath[str],
 @get("/studies/{study_id:str}/batches", tags=["batches"])
 async def list_batches(request: Request, me: Me, study_id: FromPath[str]) -> list[Batch]:
     """The study's batches."""
-    await _check_study(request, me, study_id)
+    await check_study(request, me, study_id)
     return await catalog.list_batches(_pool(request), study_id)
 
 
@@ -442,17 +453,20 @@ async def list_batches(request: Request, me: Me, study_id: FromPath[str]) -> lis
 async def get_batch(request: Request, me: Me, study_id: FromPath[str],
                     batch_id: FromPath[str]) -> Batch:
     """One batch: settings, limits and how many participants entered."""
-    return await _study_batch(request, me, study_id, batch_id)
+    return await study_batch(request, me, study_id, batch_id)
 
 
 @patch("/studies/{study_id:str}/batches/{batch_id:str}", tags=["batches"])
 async def update_batch(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
                        data: JSONBody[BatchUpdate]) -> Batch:
     """Change a batch: label, active, limits, allowed link types, JSON input, groups."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     batch = await catalog.update_batch(_pool(request), batch_id, data)
     if batch is None:
         raise ApiProblem(404, "batch_not_found", f"there is no batch {batch_id!r}")
+    updater = request.app.state.get("batch_updater")
+    if updater is not None:
+        await updater(batch)  # group limits live in the event log too
     return batch
 
 
@@ -480,7 +494,7 @@ def _with_url(links: list[Link], base: str) -> list[LinkOut]:
 async def create_links(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
                        data: JSONBody[NewLinks]) -> list[LinkOut]:
     """Create links of one type: ``count`` of them, or one per label (in order)."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     links = await catalog.create_links(_pool(request), batch_id, data.type, count=data.count,
                                        labels=data.labels, label_required=data.label_required,
                                        created_by=me.id or None)
@@ -491,7 +505,7 @@ async def create_links(request: Request, me: Me, study_id: FromPath[str], batch_
 async def list_links(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
                      type: FromQuery[str | None] = None) -> list[LinkOut]:
     """The batch's links (optionally of one ``type``), in creation order."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     links = await catalog.list_links(_pool(request), batch_id, type)
     return _with_url(links, _base_url(request))
 
@@ -501,7 +515,7 @@ async def list_links(request: Request, me: Me, study_id: FromPath[str], batch_id
 async def export_links(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
                        type: FromQuery[str | None] = None) -> Response[str]:
     """The batch's links as CSV: code, type, label, url, created_at, used_at."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     links = await catalog.list_links(_pool(request), batch_id, type)
     return Response(catalog.links_csv(links, _base_url(request)),
                     media_type="text/csv; charset=utf-8",
@@ -513,7 +527,7 @@ async def export_links(request: Request, me: Me, study_id: FromPath[str], batch_
 async def list_runs(request: Request, me: Me, study_id: FromPath[str], batch_id: FromPath[str],
                     limit: FromQuery[int] = 1000, offset: FromQuery[int] = 0) -> list[Run]:
     """The batch's runs in order of entry: link, worker, label, URL query, version."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     return await catalog.list_runs(_pool(request), batch_id, limit=limit, offset=offset)
 
 
@@ -528,7 +542,7 @@ experimenter_routes = Router(
     dependencies={"me": Provide(current_account)},
     guards=[auth_guard],
     exception_handlers={
-        ApiProblem: _problem_response,
+        ApiProblem: problem_response,
         StudyImportError: _import_problem,
         CatalogError: _catalog_problem,
         AccountError: _account_problem,

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import msgspec
 from redis.asyncio import Redis
 
 from gateway import metrics
@@ -25,6 +26,7 @@ from gateway.connection import Connection
 from gateway.messages import (
     AckFrame,
     Change,
+    EventsFrame,
     FailFrame,
     GroupChange,
     UpdateFrame,
@@ -297,6 +299,12 @@ class Hub:
                 group = scope_group(event.scope) if isinstance(event, MemberJoined) else ""
                 acks[event.conn, event.cmd] = (event.version, group)
         pos = view.state.pos
+        if view.consoles:
+            frame = encode_frame(EventsFrame(batch=view.batch_id, pos=pos, events=[
+                {"pos": entry_id.decode(), **msgspec.to_builtins(decode_event(fields[b"e"]))}
+                for entry_id, fields in entries]))
+            for conn in view.consoles:
+                conn.push(frame)
         for scope, scope_changes in changes.items():
             subscribers = view.subscribers.get(scope)
             if subscribers:

@@ -126,6 +126,14 @@ class ErrorFrame(ServerFrame, tag="error"):
     message: str
 
 
+class EventsFrame(ServerFrame, tag="events"):
+    """For experimenters' consoles: every event of a read, as stored (plus its position)."""
+
+    batch: str
+    pos: str
+    events: list[dict[str, Any]]
+
+
 class PongFrame(ServerFrame, tag="pong"):
     pass
 

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.response import Redirect
 
+from gateway.batches import group_limits, open_batch
 from gateway.hub import Hub
 from gateway.studycache import StudyCache
 from gateway.tokens import ParticipantClaims, TokenError, TokenSigner
@@ -26,14 +27,12 @@ from session_store.commands import (
     AbortRun,
     Command,
     EndRun,
-    OpenBatch,
     Outcome,
     RetrieveData,
     StartComponent,
     StartRun,
     WriteStudySession,
 )
-from session_store.events import GroupLimits
 
 log = logging.getLogger("cohort.gateway.participant")
 
@@ -120,15 +119,8 @@ def claims_of(request: Request, key: str) -> ParticipantClaims | None:
 async def open_live_batch(request: Request, batch_id: str) -> None:
     """Open a Postgres batch in the event log, with its group limits."""
     batch = await catalog.get_batch(request.app.state.pg, batch_id)
-    groups = batch.group_settings if batch else None
-    hub = hub_of(request)
-    await hub.request(OpenBatch(
-        id=f"open-{uuid.uuid4().hex}", batch=batch_id, run="admin", gw=hub.gateway_id,
-        label=batch.label if batch else "",
-        groups=GroupLimits(
-            max_active_members=groups.max_active_members if groups else None,
-            max_total_members=groups.max_total_members if groups else None),
-    ))
+    await open_batch(hub_of(request), batch_id, batch.label if batch else "",
+                     group_limits(batch) if batch else None)
 
 
 def new_command_id(kind: str) -> str:

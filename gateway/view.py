@@ -81,6 +81,8 @@ class BatchView:
         self.recent: deque[tuple[str, Event]] = deque(maxlen=window)
         self.recent_base = state.pos
         self.subscribers: dict[str, set[Connection]] = {}
+        # Experimenters' consoles: every event of the batch, as it commits.
+        self.consoles: set[Connection] = set()
         self.idle_since: float | None = time.monotonic()
         self._state_cache: dict[str, tuple[str, bool, str]] = {}
 
@@ -163,7 +165,18 @@ class BatchView:
                 subs.discard(conn)
                 if not subs:
                     del self.subscribers[scope]
-        if not self.subscribers:
+        self._maybe_idle()
+
+    def add_console(self, conn: Connection) -> None:
+        self.consoles.add(conn)
+        self.idle_since = None
+
+    def remove_console(self, conn: Connection) -> None:
+        self.consoles.discard(conn)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self.subscribers and not self.consoles:
             self.idle_since = time.monotonic()
 
     def scopes_of(self, run: str) -> set[str]:
