@@ -12,12 +12,13 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from litestar import Litestar, Request, Response, get, post, websocket
+from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromPath, JSONBody
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -95,7 +96,7 @@ def ws_url(request: Request, batch_id: str, token: str) -> str:
 
 
 @post("/api/batches", guards=[admin_guard], status_code=201, tags=["batches"])
-async def create_batch(request: Request, data: NewBatch) -> Response[Any]:
+async def create_batch(request: Request, data: JSONBody[NewBatch]) -> Response[Any]:
     """Open a new batch with an empty batch session."""
     batch_id = data.id or uuid.uuid4().hex[:16]
     if not valid_batch_id(batch_id):
@@ -113,7 +114,7 @@ async def create_batch(request: Request, data: NewBatch) -> Response[Any]:
 
 
 @get("/api/batches/{batch_id:str}", guards=[admin_guard], tags=["batches"])
-async def read_batch(request: Request, batch_id: str) -> Response[Any]:
+async def read_batch(request: Request, batch_id: FromPath[str]) -> Response[Any]:
     """A batch's label and the current version of each scope."""
     state, _ = await hub_of(request).store.load_batch(batch_id)
     if not state.opened:
@@ -123,7 +124,7 @@ async def read_batch(request: Request, batch_id: str) -> Response[Any]:
 
 @post("/api/batches/{batch_id:str}/participants", guards=[admin_guard], status_code=201,
       tags=["batches"])
-async def add_participant(request: Request, batch_id: str) -> Response[Any]:
+async def add_participant(request: Request, batch_id: FromPath[str]) -> Response[Any]:
     """Issue a participant token (a run) for a batch."""
     return await issue_ticket(request, batch_id)
 
@@ -200,7 +201,7 @@ async def prometheus_metrics() -> Response[bytes]:
 
 
 @websocket("/ws/batch/{batch_id:str}")
-async def batch_channel(socket: Any, batch_id: str) -> None:
+async def batch_channel(socket: WebSocket, batch_id: FromPath[str]) -> None:
     """A participant's live channel to its batch (docs/protocol.md)."""
     await serve_channel(socket, batch_id)
 

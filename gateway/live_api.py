@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, get, post, websocket
+from litestar import Request, Response, Router, WebSocket, get, post, websocket
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
@@ -120,7 +120,7 @@ async def edit_batch_session(request: Request, me: Me, study_id: FromPath[str],
 
 
 @websocket("/ws/console/{batch_id:str}")
-async def console_channel(socket: Any, batch_id: str) -> None:
+async def console_channel(socket: WebSocket, batch_id: FromPath[str]) -> None:
     """Every event of the batch as it commits (``events`` frames), after a ``live``
     snapshot. Authenticated like the API (bearer header, ``?token=``, or the console's
     session cookie)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from gateway.batches import group_limits, open_batch
@@ -132,7 +133,7 @@ async def mark_seen(request: Request, claims: ParticipantClaims, force: bool = F
 
 
 @get("/go/{code:str}", tags=["participants"])
-async def enter(request: Request, code: str) -> Response[Any] | Redirect:
+async def enter(request: Request, code: FromPath[str]) -> Response[Any] | Redirect:
     """A study link: creates the run and sends the participant to its first component."""
     query = {k: v for k, v in request.query_params.items() if k != "label"}
     label = request.query_params.get("label") or None
@@ -178,7 +179,8 @@ async def enter(request: Request, code: str) -> Response[Any] | Redirect:
 
 
 @get("/r/{key:str}/c/{pos:int}/{path:path}", tags=["participants"])
-async def component_file(request: Request, key: str, pos: int, path: str) -> Response[Any]:
+async def component_file(request: Request, key: FromPath[str], pos: FromPath[int],
+                         path: FromPath[str]) -> Response[Any]:
     """A component's page (starting it) or one of the study's assets."""
     claims = claims_of(request, key)
     if claims is None:
@@ -213,7 +215,7 @@ async def component_file(request: Request, key: str, pos: int, path: str) -> Res
 
 
 @get("/r/{key:str}/init", tags=["participants"])
-async def init_data(request: Request, key: str, pos: int) -> Response[Any]:
+async def init_data(request: Request, key: FromPath[str], pos: FromQuery[int]) -> Response[Any]:
     """Everything jatos.js needs when a component page loads (JATOS's init data)."""
     claims = claims_of(request, key)
     if claims is None:
@@ -274,7 +276,7 @@ async def init_data(request: Request, key: str, pos: int) -> Response[Any]:
 
 
 @post("/r/{key:str}/study-session", status_code=200, tags=["participants"])
-async def write_study_session(request: Request, key: str) -> Response[Any]:
+async def write_study_session(request: Request, key: FromPath[str]) -> Response[Any]:
     """Replace the run's study session with the JSON body (jatos.setStudySessionData)."""
     claims = claims_of(request, key)
     if claims is None:
@@ -315,7 +317,7 @@ async def _finish(request: Request, key: str, command_for: Any) -> Response[Any]
 
 
 @post("/r/{key:str}/end", status_code=200, tags=["participants"])
-async def end_run(request: Request, key: str) -> Response[Any]:
+async def end_run(request: Request, key: FromPath[str]) -> Response[Any]:
     """jatos.endStudy(successful, message): finish the run; answers the confirmation code."""
     def command(claims: ParticipantClaims, raw: bytes) -> EndRun:
         body = msgspec.json.decode(raw, type=EndBody) if raw else EndBody()
@@ -326,7 +328,7 @@ async def end_run(request: Request, key: str) -> Response[Any]:
 
 
 @post("/r/{key:str}/abort", status_code=200, tags=["participants"])
-async def abort_run(request: Request, key: str) -> Response[Any]:
+async def abort_run(request: Request, key: FromPath[str]) -> Response[Any]:
     """jatos.abortStudy(message): end the run and erase its study session."""
     def command(claims: ParticipantClaims, raw: bytes) -> AbortRun:
         body = msgspec.json.decode(raw, type=AbortBody) if raw else AbortBody()
@@ -337,7 +339,7 @@ async def abort_run(request: Request, key: str) -> Response[Any]:
 
 
 @post("/r/{key:str}/heartbeat", status_code=200, tags=["participants"])
-async def heartbeat(request: Request, key: str) -> Response[Any]:
+async def heartbeat(request: Request, key: FromPath[str]) -> Response[Any]:
     """jatos.js heartbeats keep the run's last-seen time (a silent run fails)."""
     claims = claims_of(request, key)
     if claims is None:
