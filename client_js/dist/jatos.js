@@ -1289,7 +1289,6 @@ async function attempt(request, timeout) {
         method: request.method,
         headers,
         body: request.body,
-        redirect: 'manual',
         signal: controller ? controller.signal : undefined,
       });
       const text = await res.text();
