@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.batches import group_limits, open_batch
 from gateway.channel import serve_channel
+from gateway.console import console_routes
 from gateway.experimenter import experimenter_routes
 from gateway.hub import Hub
 from gateway.live_api import console_channel, live_routes
@@ -168,7 +169,8 @@ async def index(request: Request) -> Response[str]:
         request.app.state.settings.demo) else ""
     return Response(
         f"<!doctype html><title>Cohort</title><h1>Cohort gateway</h1>{demo}"
-        '<p><a href="/schema">API (OpenAPI)</a> · <a href="/metrics">metrics</a></p>',
+        '<p><a href="/console">Experimenter console</a> · '
+        '<a href="/schema">API (OpenAPI)</a> · <a href="/metrics">metrics</a></p>',
         media_type="text/html")
 
 
@@ -259,7 +261,8 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
                         livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
-                        experimenter_routes, live_routes, console_channel, *client_routes],
+                        experimenter_routes, live_routes, console_channel, console_routes,
+                        *client_routes],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Cohort", version="0.1.0", path="/schema",

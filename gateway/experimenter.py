@@ -155,9 +155,25 @@ async def query_token_authenticator(connection: ASGIConnection) -> Account | Non
     return await account_for_token(connection, token)
 
 
-# Tried in order; the first that recognises the request wins (issue 8 adds a
-# session-cookie authenticator here).
-AUTHENTICATORS: list[Authenticator] = [bearer_authenticator, query_token_authenticator]
+async def session_cookie_authenticator(connection: ASGIConnection) -> Account | None:
+    """The console's login cookie (gateway/console.py): CSRF header on unsafe methods,
+    same origin on sockets."""
+    from gateway.console import session_cookie_authenticator as console_cookie
+
+    return await console_cookie(connection)
+
+
+async def login(pool: asyncpg.Pool, username: str, password: str) -> Account:
+    """The account of a username and password (the console's login); 401 otherwise."""
+    account = await accounts.verify_password(pool, username, password)
+    if account is None:
+        raise ApiProblem(401, "unauthorized", "unknown username or wrong password")
+    return account
+
+
+# Tried in order; the first that recognises the request wins.
+AUTHENTICATORS: list[Authenticator] = [bearer_authenticator, query_token_authenticator,
+                                       session_cookie_authenticator]
 
 
 async def authenticate(connection: ASGIConnection) -> Account:

@@ -29,6 +29,7 @@ from gateway.messages import (
     EventsFrame,
     FailFrame,
     GroupChange,
+    GroupFrame,
     UpdateFrame,
     encode_frame,
 )
@@ -37,6 +38,7 @@ from services.settings import Settings
 from session_store import positions
 from session_store.commands import Command, Outcome, decode_outcome, encode
 from session_store.events import (
+    ArrivalEnded,
     Event,
     GroupMessage,
     MemberJoined,
@@ -117,6 +119,7 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._read_replies()))
         self._tasks.append(asyncio.create_task(self.sender.run()))
         self._tasks.append(asyncio.create_task(self._janitor()))
+        self._tasks.append(asyncio.create_task(self._keep_marks_fresh()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -294,7 +297,7 @@ class Hub:
                 change = group_change(event)
                 if change is not None:
                     group_changes.setdefault(scope_group(event.scope), []).append(change)
-                    self._follow_membership(view, event)
+                self._follow_membership(view, event)
             if event.gw == me and event.conn and event.cmd:
                 group = scope_group(event.scope) if isinstance(event, MemberJoined) else ""
                 acks[event.conn, event.cmd] = (event.version, group)
@@ -332,6 +335,14 @@ class Hub:
 
     def _follow_membership(self, view: BatchView, event: Event) -> None:
         """A member's channels start or stop listening to its group as it joins or leaves."""
+        if isinstance(event, ArrivalEnded):
+            # Waiting for a group-by-arrival group ended without one: tell the member.
+            frame = encode_frame(GroupFrame(group="", version=0, state="", members=[], closed=[],
+                                            pos=view.state.pos, joined=False,
+                                            changes=[GroupChange(event.reason, event.member)]))
+            for conn in self.run_connections.get(event.member, ()):
+                conn.push(frame)
+            return
         if not isinstance(event, MemberJoined | MemberLeft):
             return
         group_id = scope_group(event.scope)
@@ -400,5 +411,28 @@ class Hub:
             for batch_id, view in list(self.views.items()):
                 if view.idle_since is not None and now - view.idle_since > VIEW_GRACE_S:
                     del self.views[batch_id]
+
+    async def _keep_marks_fresh(self) -> None:
+        """An open channel is a participant seen now: refresh the last-seen marks of every
+        run connected here, often enough that no idle or timeout limit is reached."""
+        s = self.settings
+        every = max(0.2, min(SEEN_EVERY_S, s.group_idle_s / 3, s.run_timeout_s / 3))
+        while True:
+            await asyncio.sleep(every)
+            by_batch: dict[str, list[str]] = {}
+            for run_id, conns in self.run_connections.items():
+                conn = next(iter(conns), None)
+                if conn is not None and conn.run:
+                    by_batch.setdefault(conn.view.batch_id, []).append(run_id)
+            if not by_batch:
+                continue
+            ms = int(time.time() * 1000)
+            pipe = self.redis.pipeline(transaction=False)
+            for batch_id, runs in by_batch.items():
+                pipe.hset(self.keys.last_seen(batch_id), mapping=dict.fromkeys(runs, ms))
+            try:
+                await pipe.execute()
+            except Exception as exc:  # best effort, like every mark
+                log.warning("could not refresh last-seen marks", extra={"error": repr(exc)})
 
 

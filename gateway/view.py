@@ -66,7 +66,7 @@ def group_change(event: Event) -> GroupChange | None:
         return GroupChange("finished")
     if isinstance(event, GroupCreated):
         return GroupChange("created")
-    return None
+    return None  # lobby events are told to the waiting member alone (hub)
 
 
 def message_is_for(event: GroupMessage, run: str) -> bool:

@@ -9,6 +9,7 @@
     cohort study import PATH [--owner USERNAME] [--study ID]
     cohort batch create STUDY [--label L] [--max-participants N] [--link-types T,T]
     cohort link create BATCH --type TYPE [--count N] [--labels-file F] [--csv OUT]
+    cohort export BATCH [--format jatos|data|metadata-json|metadata-csv|wide-csv|payments] [-o FILE]
     cohort test [pytest arguments...]
 
 Every subcommand takes ``--log-level``. The service processes read their
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     add("finalizer", cmd_finalizer, "run the finalizer process")
     add("migrate", cmd_migrate, "apply database migrations to $COHORT_DATABASE_URL")
     _add_catalog_commands(sub, common)
+    from services.results_cli import add_results_commands
+
+    add_results_commands(sub, common)
     add(
         "test",
         cmd_test,

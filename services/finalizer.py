@@ -1,10 +1,17 @@
-"""The finalizer process: archives what is finished into Postgres (see DESIGN.md).
+"""The finalizer process: archives batch timelines into Postgres (docs/archive.md).
 
-For now it only connects to Redis and Postgres, applies the migrations, and
-writes a heartbeat (``{prefix}:finalizer:heartbeat`` = its clock in ms, expiring
-after 10 s) every couple of seconds while both stores answer. Archiving closed
-segments into ``archived_segments`` and trimming them from Redis arrives in a
-later issue. It stops cleanly on SIGTERM or SIGINT.
+It applies the migrations, then runs two loops until SIGTERM or SIGINT:
+
+- a heartbeat (``{prefix}:finalizer:heartbeat`` = its clock in ms, expiring after
+  10 s) every couple of seconds while both stores answer;
+- every ``COHORT_ARCHIVE_INTERVAL_S``, an archive pass over every batch
+  (``results_store.archive.Archiver``): snapshots and closed segments of each
+  batch stream are copied into Postgres exactly once, and only then trimmed from
+  Redis.
+
+Test hook: ``COHORT_FINALIZER_CRASH_AT=after_copy|after_commit`` makes the process
+exit at once (``os._exit``, status 17) at that point of its first archived segment:
+after the copy, before the commit; or after the commit, before the trim.
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
+from collections.abc import Callable
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from results_store.archive import Archiver
 from results_store.migrate import migrate
 from services.settings import Settings
 from session_store.connect import connect_redis
@@ -25,6 +35,9 @@ from session_store.keys import Keys
 
 HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_TTL_MS = 10_000
+CRASH_ENV = "COHORT_FINALIZER_CRASH_AT"
+CRASH_POINTS = ("after_copy", "after_commit")
+CRASH_STATUS = 17
 
 log = logging.getLogger("cohort.finalizer")
 
@@ -42,8 +55,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     await migrate(settings.database_url)
     redis = connect_redis(settings.redis_url)
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
     key = Keys(settings.key_prefix, settings.partitions).finalizer_heartbeat()
+    archiver = Archiver.from_settings(redis, pool, settings, checkpoint=crash_hook())
+    archiving = asyncio.create_task(archive_loop(archiver, settings, stop))
     log.info("finalizer up", extra={"key_prefix": settings.key_prefix})
     try:
         while not stop.is_set():
@@ -57,6 +72,36 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(aioredis.RedisError, OSError):
             await redis.delete(key)  # stopped on purpose: no stale heartbeat
     finally:
+        archiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await archiving
         await redis.aclose()
         await pool.close()
         log.info("finalizer stopped")
+
+
+async def archive_loop(archiver: Archiver, settings: Settings, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await archiver.run_once()
+        except Exception as exc:  # a store is down for a moment: the next pass retries
+            log.warning("archive pass failed", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.archive_interval_s)
+
+
+def crash_hook() -> Callable[[str], None] | None:
+    """The test-only crash point from the environment, as an archiver checkpoint."""
+    point = os.environ.get(CRASH_ENV, "")
+    if not point:
+        return None
+    if point not in CRASH_POINTS:
+        raise SystemExit(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
+
+    def checkpoint(step: str) -> None:
+        if step == point:
+            log.warning("crashing on purpose", extra={"at": step})
+            logging.shutdown()
+            os._exit(CRASH_STATUS)
+
+    return checkpoint

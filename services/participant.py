@@ -145,7 +145,7 @@ class Participant:
 
     async def join_group(self) -> str:
         """Join a group (the fullest open one, or a new one); returns its id."""
-        return (await self.command("join_group"))["group"]
+        return (await self.command("join_group")).get("group", "")  # "": waiting (by arrival)
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` holds (checked after every frame)."""

@@ -51,9 +51,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     resume_window: int = 2000
     read_block_ms: int = 50
     token_ttl_s: int = 7 * 24 * 3600
+    # Finalizer: archive batch timelines into Postgres, then trim Redis (docs/archive.md).
+    archive_interval_s: float = 10.0
+    # Events per batch always left in Redis (never fewer than resume_window).
+    archive_keep: int = 5000
+    # Events per archive transaction (one segment).
+    archive_batch: int = 5000
     # Study imports.
     max_study_bytes: int = 200 * 1024 * 1024
     max_study_files: int = 10_000
+    # Result data and files (docs/results.md): over a quota -> 413 quota_exceeded.
+    max_result_bytes_per_component: int = 5 * 1024 * 1024
+    max_result_bytes_per_run: int = 50 * 1024 * 1024
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_log_bytes_per_run: int = 1024 * 1024
+    # Result writes per batcher transaction.
+    result_batch_rows: int = 500
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from services.settings import Settings
 from session_store.commands import (
     Command,
+    ExpireArrival,
     FailRun,
     OpenBatch,
     Outcome,
@@ -269,6 +270,10 @@ class PartitionLoop:
         commands: list[Command] = []
         for batch_id, holder in self.batches.items():
             state = holder.state
+            timeout_ms = state.group_limits.arrival_timeout_s * 1000
+            commands += [ExpireArrival(id=f"expire-{at_ms}", batch=batch_id, run=run_id,
+                                       gw=SYSTEM)
+                         for run_id, at_ms in state.lobby.items() if now_ms - at_ms > timeout_ms]
             active = [r for r, run in state.runs.items() if run.is_active]
             if not active:
                 continue

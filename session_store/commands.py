@@ -107,7 +107,14 @@ class SetPresence(CommandBase, tag="set_presence", kw_only=True):
     open: bool
 
 
-GroupCommand = JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage | SetPresence
+class ExpireArrival(CommandBase, tag="expire_arrival"):
+    """Issued by the worker: a group-by-arrival wait ran out of time."""
+
+
+GroupCommand = (
+    JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage | SetPresence
+    | ExpireArrival
+)
 Command = OpenBatch | ChangeBatchSettings | Patch | RunCommand | GroupCommand
 
 

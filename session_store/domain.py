@@ -17,6 +17,7 @@ from session_store.commands import (
     ChangeBatchSettings,
     Command,
     EndRun,
+    ExpireArrival,
     FailRun,
     FixGroup,
     JoinGroup,
@@ -115,7 +116,7 @@ def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTrack
             scope=BATCH_SCOPE, version=_next(state, BATCH_SCOPE), groups=command.groups,
             **origin))])
     if isinstance(command, JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage
-                  | SetPresence):
+                  | SetPresence | ExpireArrival):
         run = state.runs.get(command.run)
         if run is None or not run.is_active:
             raise Rejected("run_not_found" if run is None else "run_ended",

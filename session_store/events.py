@@ -33,6 +33,9 @@ class GroupLimits(msgspec.Struct, omit_defaults=True):
 
     max_active_members: int | None = None
     max_total_members: int | None = None
+    # oTree group-by-arrival: joiners wait in the lobby until this many are there.
+    form_by_arrival: int | None = None
+    arrival_timeout_s: float = 300.0
 
 
 class BatchOpened(EventBase, tag="batch_opened"):
@@ -133,6 +136,23 @@ class MemberPresence(EventBase, tag="member_presence", kw_only=True):
     open: bool
 
 
+LOBBY = "lobby"
+
+
+class ArrivalQueued(EventBase, tag="arrival_queued", kw_only=True):
+    """Group-by-arrival: the member waits for enough others (scope ``lobby``)."""
+
+    member: str
+    at_ms: int
+
+
+class ArrivalEnded(EventBase, tag="arrival_ended", kw_only=True):
+    """The member stopped waiting without a group: timeout, left, or its run ended."""
+
+    member: str
+    reason: str
+
+
 class GroupFixed(EventBase, tag="group_fixed"):
     pass
 
@@ -150,7 +170,7 @@ class GroupMessage(EventBase, tag="group_message", kw_only=True):
 Event = (
     BatchOpened | BatchSettingsChanged | SessionPatched | RunStarted | ComponentStarted
     | DataRetrieved | StudySessionWritten | RunEnded | GroupCreated | MemberJoined | MemberLeft
-    | MemberPresence | GroupFixed | GroupFinished | GroupMessage
+    | MemberPresence | GroupFixed | GroupFinished | GroupMessage | ArrivalQueued | ArrivalEnded
 )
 
 _encoder = msgspec.json.Encoder()

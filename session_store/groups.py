@@ -7,9 +7,11 @@ the state that already holds every earlier join.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from session_store.commands import (
+    ExpireArrival,
     FixGroup,
     JoinGroup,
     LeaveGroup,
@@ -19,6 +21,9 @@ from session_store.commands import (
 )
 from session_store.decisions import Decision, Emitter, Rejected
 from session_store.events import (
+    LOBBY,
+    ArrivalEnded,
+    ArrivalQueued,
     GroupCreated,
     GroupFinished,
     GroupFixed,
@@ -31,7 +36,10 @@ from session_store.events import (
 )
 from session_store.projector import BatchState, GroupState, RunState
 
-GroupCommand = JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage | SetPresence
+GroupCommand = (
+    JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage | SetPresence
+    | ExpireArrival
+)
 
 
 def _has_room(state: BatchState, group: GroupState) -> bool:
@@ -57,8 +65,11 @@ def find_open_group(state: BatchState, run: RunState, exclude: str = "") -> str 
 
 
 def leave(emit: Emitter, run_id: str, reason: str) -> None:
-    """The run leaves its group; the group finishes if nobody is left and none may come."""
+    """The run leaves its group (or the lobby); the group finishes if nobody is left
+    and none may come."""
     state = emit.state
+    if run_id in state.lobby:
+        emit(ArrivalEnded, LOBBY, member=run_id, reason=reason)
     group_id = state.runs[run_id].group
     if not group_id:
         return
@@ -80,6 +91,19 @@ def _join(emit: Emitter, run_id: str, group_id: str | None) -> str:
     return group_id
 
 
+def _arrive(emit: Emitter, run_id: str, size: int) -> None:
+    """Group-by-arrival: wait in the lobby; once ``size`` wait, they form a new group."""
+    state = emit.state
+    if run_id in state.lobby:
+        raise Rejected("already_waiting", "the run is waiting for a group already")
+    emit(ArrivalQueued, LOBBY, member=run_id, at_ms=int(time.time() * 1000))
+    if len(state.lobby) >= size:
+        members = sorted(state.lobby, key=lambda r: state.lobby[r])[:size]
+        group_id = _join(emit, members[0], None)
+        for member in members[1:]:
+            _join(emit, member, group_id)
+
+
 def decide_group(state: BatchState, run: RunState, command: GroupCommand,
                  origin: dict[str, Any]) -> Decision:
     emit = Emitter(state, origin)
@@ -90,13 +114,24 @@ def decide_group(state: BatchState, run: RunState, command: GroupCommand,
         if run.group:
             raise Rejected("already_in_group", f"the run is in group {run.group} already",
                            scope, current)
-        _join(emit, run_id, find_open_group(state, run))
+        size = state.group_limits.form_by_arrival
+        if size:
+            _arrive(emit, run_id, size)
+        else:
+            _join(emit, run_id, find_open_group(state, run))
+        return Decision(emit.events)
+    if isinstance(command, ExpireArrival):
+        if run_id in state.lobby:
+            emit(ArrivalEnded, LOBBY, member=run_id, reason="timeout")
         return Decision(emit.events)
     if isinstance(command, SetPresence):
         if run.group and (run_id in state.groups[run.group].closed) == command.open:
             emit(MemberPresence, scope, member=run_id, open=command.open)
         return Decision(emit.events)
     if not run.group:
+        if isinstance(command, LeaveGroup) and run_id in state.lobby:
+            leave(emit, run_id, "left")
+            return Decision(emit.events)
         raise Rejected("not_in_group", "the run is not a member of a group")
     group = state.groups[run.group]
     if isinstance(command, LeaveGroup):

@@ -14,6 +14,8 @@ import msgspec
 
 from session_store.events import (
     BATCH_SCOPE,
+    ArrivalEnded,
+    ArrivalQueued,
     BatchOpened,
     BatchSettingsChanged,
     ComponentStarted,
@@ -97,6 +99,8 @@ class BatchState(msgspec.Struct, kw_only=True):
     runs: dict[str, RunState] = msgspec.field(default_factory=dict)
     groups: dict[str, GroupState] = msgspec.field(default_factory=dict)
     group_limits: GroupLimits = msgspec.field(default_factory=GroupLimits)
+    # Group-by-arrival: run id -> when it started waiting (ms, from its event).
+    lobby: dict[str, int] = msgspec.field(default_factory=dict)
     # Stream entry ID of the last event folded in.
     pos: str = "0-0"
 
@@ -139,6 +143,10 @@ def fold(state: BatchState, event: Event, pos: str) -> BatchState:
             link_type=event.link_type, linear=event.linear, reloadable=list(event.reloadable),
             active=list(event.active), components=[""] * len(event.active),
         )
+    elif isinstance(event, ArrivalQueued):
+        state.lobby[event.member] = event.at_ms
+    elif isinstance(event, ArrivalEnded):
+        state.lobby.pop(event.member, None)
     elif isinstance(event, GroupCreated | MemberJoined | MemberLeft | MemberPresence
                     | GroupFixed | GroupFinished | GroupMessage):
         _fold_group(state, event)
@@ -193,6 +201,7 @@ def _fold_group(state: BatchState, event: Event) -> None:
     if isinstance(event, MemberJoined):
         group.active.append(event.member)
         state.runs[event.member].group = group_id
+        state.lobby.pop(event.member, None)
     elif isinstance(event, MemberLeft):
         group.active.remove(event.member)
         group.history.append(event.member)

@@ -102,3 +102,27 @@ async def test_presence_and_resume_of_group_messages(make_stack, new_batch_id):
     await a.wait_for(lambda: b.run_id not in a.group["closed"], timeout=10)
     kinds = [e["kind"] for e in a.group_events if e.get("member") == b.run_id]
     assert kinds[-2:] == ["closed", "open"]
+
+
+async def test_group_by_arrival_and_idle_members_removed(make_stack, new_batch_id):
+    stack = make_stack(gateways=2, workers=1, run_check_every_s=0.2, presence_grace_s=0.3,
+                       group_idle_s=1.5)
+    batch = new_batch_id()
+    await stack.create_batch(batch, form_by_arrival=2, arrival_timeout_s=1.0)
+    a = await join(stack, batch, gateway=0)
+    b = await join(stack, batch, gateway=1)
+    c = await join(stack, batch, gateway=0)
+    assert await a.join_group() == "", "a waits for a second arrival"
+    assert a.group is None
+    await b.join_group()
+    for p in (a, b):
+        await p.wait_for(lambda p=p: p.group is not None and len(p.group["members"]) == 2)
+    assert await c.join_group() == ""
+    await c.wait_for(lambda: {"kind": "timeout", "member": c.run_id} in c.group_events, timeout=10)
+    assert c.group is None
+    # b goes away for longer than the idle limit: it is removed and its run fails.
+    await b.close()
+    await a.wait_for(lambda: {"kind": "left", "member": b.run_id} in a.group_events, timeout=15)
+    assert a.group["members"] == [a.run_id]
+    info = await stack.participant(batch)  # the API still works; b's run has failed
+    assert info["batch_id"] == batch

@@ -7,6 +7,7 @@ import pytest
 
 from session_store.commands import (
     EndRun,
+    ExpireArrival,
     FixGroup,
     JoinGroup,
     LeaveGroup,
@@ -121,3 +122,22 @@ def test_presence_changes_only_when_it_changes():
     assert do(state, SetPresence(id="p3", batch="b", run=a, gw="g", open=False)).events == []
     do(state, SetPresence(id="p4", batch="b", run=a, gw="g", open=True))
     assert state.groups["1"].closed == []
+
+
+def test_group_by_arrival_forms_groups_of_n_and_times_out():
+    state = BatchState(batch_id="b")
+    fold(state, BatchOpened(scope="batch", version=1, groups=GroupLimits(
+        form_by_arrival=3, arrival_timeout_s=60)), "1-0")
+    a, b, c, d = (run(state, r) for r in "abcd")
+    for r in (a, b):
+        do(state, JoinGroup(id=f"j{r}", batch="b", run=r, gw="g"))
+    assert set(state.lobby) == {a, b} and not state.groups
+    with pytest.raises(Rejected) as caught:
+        do(state, JoinGroup(id="again", batch="b", run=a, gw="g"))
+    assert caught.value.code == "already_waiting"
+    do(state, JoinGroup(id="jc", batch="b", run=c, gw="g"))
+    assert state.groups["1"].active == [a, b, c] and state.lobby == {}
+    do(state, JoinGroup(id="jd", batch="b", run=d, gw="g"))
+    assert list(state.lobby) == [d]
+    [ended] = do(state, ExpireArrival(id="x", batch="b", run=d, gw="g")).events
+    assert ended.reason == "timeout" and state.lobby == {} and state.runs[d].group == ""
