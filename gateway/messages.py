@@ -104,6 +104,9 @@ class GroupFrame(ServerFrame, tag="group"):
     pos: str
     joined: bool = True
     changes: list[GroupChange] = msgspec.field(default_factory=list)
+    # The batch's group limits (for isMaxActiveMemberReached and friends).
+    max_active_members: int | None = None
+    max_total_members: int | None = None
 
 
 class GroupMsgFrame(ServerFrame, tag="group_msg"):

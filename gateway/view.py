@@ -106,6 +106,8 @@ class BatchView:
             state=group.state if group else "finished",
             members=list(group.active) if group else [], closed=list(group.closed) if group else [],
             pos=self.state.pos, joined=joined, changes=changes or [],
+            max_active_members=self.state.group_limits.max_active_members,
+            max_total_members=self.state.group_limits.max_total_members,
         ))
 
     def state_frame(self, scope: str, resync: bool) -> str | None:
