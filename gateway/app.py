@@ -30,6 +30,7 @@ from gateway.experimenter import experimenter_routes
 from gateway.hub import Hub
 from gateway.live_api import console_channel, live_routes
 from gateway.participant import participant_routes
+from gateway.results import close_results, results_export_routes, results_routes
 from gateway.studycache import StudyCache
 from results_store.catalog import Batch
 from services.settings import Settings
@@ -247,6 +248,7 @@ def create_app(settings: Settings) -> Litestar:
         try:
             yield
         finally:
+            await close_results(app)
             await hub.stop()
             await pg.close()
             await redis.aclose()
@@ -261,8 +263,8 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
                         livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
-                        experimenter_routes, live_routes, console_channel, console_routes,
-                        *client_routes],
+                        *results_routes, experimenter_routes, results_export_routes,
+                        live_routes, console_channel, console_routes, *client_routes],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Cohort", version="0.1.0", path="/schema",

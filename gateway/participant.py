@@ -23,6 +23,7 @@ from gateway.hub import Hub
 from gateway.studycache import StudyCache
 from gateway.tokens import ParticipantClaims, TokenError, TokenSigner
 from results_store import catalog
+from results_store import results as result_store
 from results_store.definition import StudyDefinition
 from session_store.commands import (
     AbortRun,
@@ -124,6 +125,16 @@ async def open_live_batch(request: Request, batch_id: str) -> None:
                      group_limits(batch) if batch else None)
 
 
+async def record_end(request: Request, run_id: str, state: str, reason: str = "") -> None:
+    """The durable side of a run's end: an abort erases its results, any end closes it
+    for further writes."""
+    pool = request.app.state.pg
+    if state == "aborted":
+        await result_store.purge_run(pool, run_id, end_state="aborted")
+    elif state in ("finished", "failed"):
+        await result_store.mark_run_ended(pool, run_id, state, reason)
+
+
 def new_command_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex}"
 
@@ -200,6 +211,7 @@ async def component_file(request: Request, key: FromPath[str], pos: FromPath[int
                             "You cannot go back to it. Thank you for taking part.", "run_ended")
             return page(409, "This page cannot be shown", outcome.message, outcome.code)
         if outcome.run_state == "failed":
+            await record_end(request, claims.run, "failed", "reloaded")
             return page(409, "This page may not be reloaded",
                         "Reloading it ended the study, as its authors asked.", "reloaded")
         await mark_seen(request, claims)
@@ -308,6 +320,7 @@ async def _finish(request: Request, key: str, command_for: Any) -> Response[Any]
         return api_error(400, "bad_json", str(exc))
     if not outcome.ok:
         return api_error(409, outcome.code, outcome.message)
+    await record_end(request, claims.run, outcome.run_state)
     definition = await studies(request).definition(claims.study, claims.version)
     return Response({
         "state": outcome.run_state,

@@ -14,12 +14,15 @@ one run's results, deleting them, and setting bonuses.
 The app must hold ``app.state.pg`` and ``app.state.settings`` (and for the
 participant side ``app.state.signer``; ``app.state.studies`` is used when there).
 The result writer (the batcher) is made on first use and kept in
-``app.state.results_writer``; ``close_results(app)`` drains it at shutdown.
+``app.state.results_writer``; ``close_results(app)`` drains it at shutdown (or add
+``results_lifespan`` after the app's own lifespan manager).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -36,12 +39,10 @@ from gateway.experimenter import (
     ApiError,
     ApiProblem,
     Me,
-    _http_response,
-    _problem_response,
-    _study_batch,
-    _validation_response,
     auth_guard,
     current_account,
+    problem_response,
+    study_batch,
 )
 from gateway.participant import api_error, claims_of
 from gateway.tokens import ParticipantClaims
@@ -77,7 +78,8 @@ def result_writer(app: Litestar) -> ResultWriter:
     if writer is None:
         settings = app.state.settings
         writer = ResultWriter(app.state.pg, quotas_of(app),
-                              max_batch=int(getattr(settings, "result_batch_rows", 500)))
+                              max_batch=int(getattr(settings, "result_batch_rows", 500)),
+                              writers=int(getattr(settings, "result_writers", 2)))
         app.state.results_writer = writer
     return writer
 
@@ -87,6 +89,17 @@ async def close_results(app: Litestar) -> None:
     writer = app.state.get("results_writer")
     if writer is not None:
         await writer.close()
+        app.state.results_writer = None
+
+
+@asynccontextmanager
+async def results_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """A lifespan manager placed after the one that opens ``app.state.pg``: on the way
+    out it drains the result writer before that pool closes."""
+    try:
+        yield
+    finally:
+        await close_results(app)
 
 
 async def _definition(request: Request, study: str, version: int) -> StudyDefinition | None:
@@ -171,16 +184,16 @@ async def _write_data(request: Request, key: str, pos: int, round_: int, append:
 
 @post("/r/{key:str}/result-data", status_code=200, tags=["results"],
       request_max_body_size=MAX_BODY_BYTES)
-async def submit_result_data(request: Request, key: str, pos: int, round: int = 1
-                             ) -> Response[Any]:
+async def submit_result_data(request: Request, key: FromPath[str], pos: FromQuery[int],
+                             round: FromQuery[int] = 1) -> Response[Any]:
     """jatos.submitResultData: replace the player's result data with the body."""
     return await _write_data(request, key, pos, round, append=False)
 
 
 @post("/r/{key:str}/result-data/append", status_code=200, tags=["results"],
       request_max_body_size=MAX_BODY_BYTES)
-async def append_result_data(request: Request, key: str, pos: int, round: int = 1
-                             ) -> Response[Any]:
+async def append_result_data(request: Request, key: FromPath[str], pos: FromQuery[int],
+                             round: FromQuery[int] = 1) -> Response[Any]:
     """jatos.appendResultData: append the body to the player's result data. Send
     ``X-Cohort-Command-Id`` so that a retry is appended once."""
     return await _write_data(request, key, pos, round, append=True)
@@ -227,8 +240,8 @@ def _multipart_file(body: bytes, content_type: str) -> tuple[str | None, str, by
 
 @post("/r/{key:str}/files/{filename:str}", status_code=200, tags=["results"],
       request_max_body_size=MAX_BODY_BYTES)
-async def upload_result_file(request: Request, key: str, filename: str, pos: int,
-                             round: int = 1) -> Response[Any]:
+async def upload_result_file(request: Request, key: FromPath[str], filename: FromPath[str],
+                             pos: FromQuery[int], round: FromQuery[int] = 1) -> Response[Any]:
     """jatos.uploadResultFile: store a file of the player (multipart/form-data with one
     file, or the raw body). The same name again replaces the file."""
     try:
@@ -257,9 +270,9 @@ def _attachment(filename: str) -> str:
 
 
 @get("/r/{key:str}/files/{filename:str}", tags=["results"])
-async def download_result_file(request: Request, key: str, filename: str,
-                               pos: int | None = None, round: int | None = None
-                               ) -> Response[Any] | Stream:
+async def download_result_file(request: Request, key: FromPath[str], filename: FromPath[str],
+                               pos: FromQuery[int | None] = None,
+                               round: FromQuery[int | None] = None) -> Response[Any] | Stream:
     """jatos.downloadResultFile: a file of this run (of the player at ``pos`` and
     ``round`` if given, else the one uploaded last under that name)."""
     claims = claims_of(request, key)
@@ -279,7 +292,8 @@ async def download_result_file(request: Request, key: str, filename: str,
 
 @post("/r/{key:str}/log", status_code=200, tags=["results"],
       request_max_body_size=MAX_BODY_BYTES)
-async def write_log(request: Request, key: str, pos: int | None = None) -> Response[Any]:
+async def write_log(request: Request, key: FromPath[str], pos: FromQuery[int | None] = None
+                    ) -> Response[Any]:
     """jatos.log: keep a line with the run (text body, or JSON: a string or
     ``{"message": ...}``)."""
     claims = claims_of(request, key)
@@ -314,7 +328,8 @@ def _bonus_limit(definition_custom: dict[str, Any]) -> Any:
 
 
 @post("/r/{key:str}/bonus", status_code=200, tags=["results"])
-async def set_bonus(request: Request, key: str, pos: int, round: int = 1) -> Response[Any]:
+async def set_bonus(request: Request, key: FromPath[str], pos: FromQuery[int],
+                    round: FromQuery[int] = 1) -> Response[Any]:
     """The player's bonus in points (oTree ``player.payoff``), set by the study page:
     ``{"points": 12.5}`` (``null`` clears it). Replaces, so a retry is harmless. Off
     when the study's session config has ``participant_bonus = false``; at most
@@ -344,7 +359,7 @@ async def set_bonus(request: Request, key: str, pos: int, round: int = 1) -> Res
 
 
 @get("/r/{key:str}/payoff", tags=["results"])
-async def get_payoff(request: Request, key: str) -> Response[Any]:
+async def get_payoff(request: Request, key: FromPath[str]) -> Response[Any]:
     """The participant's payoff so far: participation fee + bonus points x currency
     per point (the run's study version's session config), and each player's bonus."""
     claims = claims_of(request, key)
@@ -380,6 +395,20 @@ def _export_problem(_: Request, exc: ExportError) -> Response[ApiError]:
                     status_code=404 if exc.code.endswith("_not_found") else 400)
 
 
+def _validation_problem(_: Request, exc: ValidationException) -> Response[ApiError]:
+    detail = exc.detail
+    if exc.extra:
+        detail = f"{detail}: {msgspec.json.encode(exc.extra).decode()}"
+    return Response(ApiError("bad_request", detail), status_code=400)
+
+
+def _http_problem(_: Request, exc: HTTPException) -> Response[ApiError]:
+    code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+            413: "too_large"}.get(exc.status_code, "error")
+    return Response(ApiError(code, exc.detail), status_code=exc.status_code,
+                    headers=exc.headers)
+
+
 BATCH = "/studies/{study_id:str}/batches/{batch_id:str}"
 RUN = BATCH + "/runs/{run_id:str}"
 
@@ -400,7 +429,7 @@ async def export_results(request: Request, me: Me, study_id: FromPath[str],
     .zip), ``data`` (result data only, one line per player), ``metadata-json``,
     ``metadata-csv``, ``wide-csv`` (oTree wide format), ``payments`` (CSV) or
     ``payments-json``."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     return _stream(request, batch_id, format)
 
 
@@ -409,7 +438,7 @@ async def payments(request: Request, me: Me, study_id: FromPath[str], batch_id: 
                    format: FromQuery[str] = "json") -> Stream:
     """The payments report: per participant (no preview runs) run id, worker id, label,
     state, bonus points, participation fee, payoff and currency; ``format=csv`` for CSV."""
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     if format not in ("json", "csv"):
         raise ApiProblem(400, "bad_format", "format is json or csv")
     return _stream(request, batch_id, "payments-json" if format == "json" else "payments")
@@ -417,7 +446,7 @@ async def payments(request: Request, me: Me, study_id: FromPath[str], batch_id: 
 
 async def _batch_run(request: Request, me: Any, study_id: str, batch_id: str, run_id: str
                      ) -> asyncpg.Record:
-    await _study_batch(request, me, study_id, batch_id)
+    await study_batch(request, me, study_id, batch_id)
     run = await _pool(request).fetchrow("SELECT id, batch_id, study_id, study_version FROM runs "
                                         "WHERE id = $1", run_id)
     if run is None or run["batch_id"] != batch_id:
@@ -475,11 +504,11 @@ results_export_routes = Router(
     dependencies={"me": Provide(current_account)},
     guards=[auth_guard],
     exception_handlers={
-        ApiProblem: _problem_response,
+        ApiProblem: problem_response,
         ResultError: _result_problem,
         ExportError: _export_problem,
-        ValidationException: _validation_response,
-        HTTPException: _http_response,
+        ValidationException: _validation_problem,
+        HTTPException: _http_problem,
     },
     security=[{"BearerToken": []}],
 )

@@ -10,6 +10,8 @@
     cohort batch create STUDY [--label L] [--max-participants N] [--link-types T,T]
     cohort link create BATCH --type TYPE [--count N] [--labels-file F] [--csv OUT]
     cohort export BATCH [--format jatos|data|metadata-json|metadata-csv|wide-csv|payments] [-o FILE]
+    cohort replay BATCH --scope S [--at POS|TIME]
+    cohort timeline export BATCH [-o FILE] | cohort timeline stats BATCH
     cohort test [pytest arguments...]
 
 Every subcommand takes ``--log-level``. The service processes read their
@@ -90,10 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     from services.results_cli import add_results_commands
 
     add_results_commands(sub, common)
+    from services.timeline_cli import add_commands as add_timeline_commands
+
+    add_timeline_commands(sub, common)
     add(
         "test",
         cmd_test,
-        "run the whole test suite (installs client_js node modules first); other "
+        "run the whole test suite (installs the node modules of client_js and "
+        "tests/browser_support first); other "
         "arguments go to pytest",
     )
     return parser
@@ -501,6 +507,8 @@ def cmd_test(args: argparse.Namespace, pytest_args: list[str]) -> int:
     if not (REPO_ROOT / "pyproject.toml").exists() or not (REPO_ROOT / "tests").is_dir():
         raise SystemExit("cohort test runs from a checkout of the repository (no tests/ here)")
     _ensure_node_modules(REPO_ROOT / "client_js")
+    # The console's browser test drives the machine's Chromium with playwright-core.
+    _ensure_node_modules(REPO_ROOT / "tests" / "browser_support")
     if pytest_args[:1] == ["--"]:
         pytest_args = pytest_args[1:]
     if not any("bench" in arg for arg in pytest_args):
@@ -534,7 +542,8 @@ def _ensure_node_modules(client_dir: Path) -> None:
         return
     else:
         command = ["npm", "install", "--no-audit", "--no-fund"]
-    _say(f"installing client_js node modules ({' '.join(command[:2])})...")
+    _say(f"installing {client_dir.relative_to(REPO_ROOT)} node modules "
+         f"({' '.join(command[:2])})...")
     if subprocess.run(command, cwd=client_dir).returncode != 0:
         raise SystemExit(f"cohort test: `{' '.join(command)}` in {client_dir} failed")
 

@@ -65,8 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_result_bytes_per_run: int = 50 * 1024 * 1024
     max_file_bytes: int = 50 * 1024 * 1024
     max_log_bytes_per_run: int = 1024 * 1024
-    # Result writes per batcher transaction.
+    # Result writes per batcher transaction, and batcher transactions at once per gateway.
     result_batch_rows: int = 500
+    result_writers: int = 2
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
