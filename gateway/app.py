@@ -25,11 +25,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.batches import group_limits, open_batch
 from gateway.channel import serve_channel
-from gateway.console import console_routes
+from gateway.console import batch_guard, console_routes
 from gateway.experimenter import experimenter_routes
 from gateway.hub import Hub
 from gateway.live_api import console_channel, live_routes
 from gateway.participant import participant_routes
+from gateway.replay import make_replay_routes
 from gateway.results import close_results, results_export_routes, results_routes
 from gateway.studycache import StudyCache
 from results_store.catalog import Batch
@@ -264,7 +265,8 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
                         livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
                         *results_routes, experimenter_routes, results_export_routes,
-                        live_routes, console_channel, console_routes, *client_routes],
+                        live_routes, console_channel, console_routes,
+                        *make_replay_routes(batch_guard), *client_routes],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Cohort", version="0.1.0", path="/schema",

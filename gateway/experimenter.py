@@ -547,6 +547,13 @@ async def list_runs(request: Request, me: Me, study_id: FromPath[str], batch_id:
     return await catalog.list_runs(_pool(request), batch_id, limit=limit, offset=offset)
 
 
+# The answers every experimenter-facing router gives to errors ({"code", "message"}).
+API_EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiProblem: problem_response,
+    ValidationException: _validation_response,
+    HTTPException: _http_response,
+}
+
 experimenter_routes = Router(
     path="/api",
     route_handlers=[
@@ -558,12 +565,10 @@ experimenter_routes = Router(
     dependencies={"me": Provide(current_account)},
     guards=[auth_guard],
     exception_handlers={
-        ApiProblem: problem_response,
+        **API_EXCEPTION_HANDLERS,
         StudyImportError: _import_problem,
         CatalogError: _catalog_problem,
         AccountError: _account_problem,
-        ValidationException: _validation_response,
-        HTTPException: _http_response,
     },
     security=[{"BearerToken": []}],
 )

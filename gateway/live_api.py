@@ -17,12 +17,12 @@ from litestar.params import FromPath, JSONBody
 
 from gateway.connection import Connection
 from gateway.experimenter import (
+    API_EXCEPTION_HANDLERS,
     ApiProblem,
     Me,
     auth_guard,
     authenticate,
     current_account,
-    problem_response,
     study_batch,
 )
 from gateway.hub import Hub
@@ -182,7 +182,7 @@ live_routes = Router(
     route_handlers=[live_snapshot, edit_batch_session],
     dependencies={"me": Provide(current_account)},
     guards=[auth_guard],
-    exception_handlers={ApiProblem: problem_response},
+    exception_handlers=API_EXCEPTION_HANDLERS,
 )
 
 __all__ = ["console_channel", "live_routes", "snapshot"]

@@ -25,6 +25,7 @@ from litestar import Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from results_store.replay import (
@@ -50,7 +51,7 @@ Guard = Callable[[ASGIConnection, BaseRouteHandler], Any]
 _json = msgspec.json.Encoder()
 
 
-def admin_token_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def admin_token_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """The admin-token guard of gateway.app (imported late: gateway.app imports us)."""
     from gateway.app import admin_guard
 
@@ -109,7 +110,7 @@ def _scope(request: Request) -> str:
     scope = request.query_params.get("scope", "")
     if not valid_scope(scope):
         raise ReplayError("bad_scope", f"scope must be batch, batch_session, group:G, "
-                          f"group_session:G, group_chat:G or run:R, not {scope!r}")
+                          f"group_session:G, group_chat:G, lobby or run:R, not {scope!r}")
     return scope
 
 
@@ -146,7 +147,7 @@ def make_replay_routes(guard: Guard = admin_token_guard) -> list[HTTPRouteHandle
 
     @get("/api/batches/{batch_id:str}/events", guards=guards, tags=["replay"],
          name="replay-events")
-    async def events(request: Request, batch_id: str) -> Response[Any]:
+    async def events(request: Request, batch_id: FromPath[str]) -> Response[Any]:
         """Events of a batch in position order. Query: ``scope`` and ``kind`` (repeat or
         comma-separate), ``run`` (caused by, about, or in the scope of that run),
         ``after`` (exclusive) / ``until`` (inclusive) positions, ``from`` / ``to``
@@ -175,7 +176,7 @@ def make_replay_routes(guard: Guard = admin_token_guard) -> list[HTTPRouteHandle
 
     @get("/api/batches/{batch_id:str}/state", guards=guards, tags=["replay"],
          name="replay-state")
-    async def state(request: Request, batch_id: str) -> Response[Any]:
+    async def state(request: Request, batch_id: FromPath[str]) -> Response[Any]:
         """One scope's state after the last event at or before ``at`` (a position, or
         a time: ISO 8601 or epoch ms; default now): ``{"batch", "scope", "version",
         "data", "pos", "time"}``, ``pos`` being the last event folded in. Run scopes
@@ -198,7 +199,7 @@ def make_replay_routes(guard: Guard = admin_token_guard) -> list[HTTPRouteHandle
 
     @get("/api/batches/{batch_id:str}/diff", guards=guards, tags=["replay"],
          name="replay-diff")
-    async def diff(request: Request, batch_id: str) -> Response[Any]:
+    async def diff(request: Request, batch_id: FromPath[str]) -> Response[Any]:
         """The RFC 6902 ops turning the scope's state at ``from`` into its state at
         ``to`` (positions or times; ``to`` defaults to now): ``{"scope", "from":
         {"pos", "version"}, "to": {...}, "ops"}``. The ops apply to ``data`` of the
@@ -216,7 +217,7 @@ def make_replay_routes(guard: Guard = admin_token_guard) -> list[HTTPRouteHandle
 
     @get("/api/batches/{batch_id:str}/timeline", guards=guards, tags=["replay"],
          name="replay-timeline")
-    async def timeline(request: Request, batch_id: str) -> Response[Any]:
+    async def timeline(request: Request, batch_id: FromPath[str]) -> Response[Any]:
         """The whole timeline as JSON Lines (``{"pos", "time", "event"[,
         "study_session"]}`` per line), streamed, as a download."""
         replay = replay_of(request)

@@ -31,17 +31,16 @@ import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, Router, delete, get, post, put
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 
 from gateway.experimenter import (
+    API_EXCEPTION_HANDLERS,
     ApiError,
     ApiProblem,
     Me,
     auth_guard,
     current_account,
-    problem_response,
     study_batch,
 )
 from gateway.participant import api_error, claims_of
@@ -395,20 +394,6 @@ def _export_problem(_: Request, exc: ExportError) -> Response[ApiError]:
                     status_code=404 if exc.code.endswith("_not_found") else 400)
 
 
-def _validation_problem(_: Request, exc: ValidationException) -> Response[ApiError]:
-    detail = exc.detail
-    if exc.extra:
-        detail = f"{detail}: {msgspec.json.encode(exc.extra).decode()}"
-    return Response(ApiError("bad_request", detail), status_code=400)
-
-
-def _http_problem(_: Request, exc: HTTPException) -> Response[ApiError]:
-    code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-            413: "too_large"}.get(exc.status_code, "error")
-    return Response(ApiError(code, exc.detail), status_code=exc.status_code,
-                    headers=exc.headers)
-
-
 BATCH = "/studies/{study_id:str}/batches/{batch_id:str}"
 RUN = BATCH + "/runs/{run_id:str}"
 
@@ -504,11 +489,9 @@ results_export_routes = Router(
     dependencies={"me": Provide(current_account)},
     guards=[auth_guard],
     exception_handlers={
-        ApiProblem: problem_response,
+        **API_EXCEPTION_HANDLERS,
         ResultError: _result_problem,
         ExportError: _export_problem,
-        ValidationException: _validation_problem,
-        HTTPException: _http_problem,
     },
     security=[{"BearerToken": []}],
 )

@@ -179,12 +179,15 @@ class PartitionLoop:
         for command, plan, (kind, values) in zip(
             planned_for, planned, result.results, strict=True
         ):
-            if kind == "new":
+            if kind == "new" and values:
                 self.batches[command.batch].state.pos = values[-1].decode()
                 if isinstance(command, OpenBatch):
                     opened.append(command.batch)
-                if command.reply:
-                    answers.append((command, plan.template.replace(b"%POS%", values[-1])))
+            if kind == "new":
+                if command.reply or not values:
+                    # Commands that wrote no event have no ack through the log.
+                    pos = values[-1] if values else b""
+                    answers.append((command, plan.template.replace(b"%POS%", pos)))
             elif kind == "dup":
                 if values[0] == b"same-iteration":
                     continue  # the first copy in this iteration is answered already

@@ -256,7 +256,12 @@ def _own_group_session(state: BatchState, command: Patch) -> bool:
 
 
 def committed_outcome(command: Command, events: list[Event]) -> bytes:
-    """The outcome template remembered for a committed command (%POS% filled in by Redis)."""
+    """The outcome template remembered for a committed command (%POS% filled in by Redis).
+
+    A command may commit without events (fixing a group that is fixed already):
+    it is answered ok, at no version."""
+    if not events:
+        return _json.encode(Outcome(cmd=command.id, ok=True, conn=command.conn))
     last = events[-1]
     ended = last if isinstance(last, RunEnded) else None
     return _json.encode(Outcome(

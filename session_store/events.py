@@ -19,7 +19,9 @@ BATCH_SESSION = "batch_session"
 class EventBase(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
     scope: str
     version: int
-    schema: int = SCHEMA_VERSION
+    # Stays 1 forever: fields at their default are not stored, so a missing schema
+    # must mean 1. Events of a newer schema set it explicitly (session_store/upgrade.py).
+    schema: int = 1
     # The command that caused the event (absent for system events), so that the
     # gateway holding the sender's connection can turn it into the ack.
     cmd: str | None = None

@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from session_store.events import Event, decode_event
+from session_store.events import Event
 from session_store.keys import Keys
 from session_store.positions import ZERO
 from session_store.projector import BatchState, decode_state, encode_state, fold
+from session_store.upgrade import UPGRADER
 
 SNAPSHOTS_KEPT = 20
 READ_CHUNK = 5000
@@ -193,7 +194,8 @@ class EventStore:
             entries = await self.redis.xrange(key, start, until, count=READ_CHUNK)
             for entry_id, fields in entries:
                 pos = entry_id.decode()
-                yield pos, decode_event(fields[b"e"])
+                # Through the upgrader: a batch may hold events of older schemas.
+                yield pos, UPGRADER.decode(fields[b"e"])
             if len(entries) < READ_CHUNK:
                 return
             start = f"({entries[-1][0].decode()}"

@@ -75,6 +75,7 @@ async def test_group_session_and_channel_reach_members_only(make_stack, new_batc
     # Fixing the group: everybody is told; nobody new gets in.
     await b.command("fix_group")
     await a.wait_for(lambda: a.group["state"] == "fixed")
+    assert (await a.command("fix_group"))["type"] == "ack", "fixing again changes nothing"
     d = await join(stack, batch)
     assert await d.join_group() != ga
     with pytest.raises(CommandFailed) as caught:
