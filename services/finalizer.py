@@ -23,15 +23,18 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from results_store import results
 from results_store.archive import Archiver
 from results_store.migrate import migrate
 from services.settings import Settings
 from session_store.connect import connect_redis
 from session_store.keys import Keys
+from session_store.store import EventStore
 
 HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_TTL_MS = 10_000
@@ -84,10 +87,36 @@ async def archive_loop(archiver: Archiver, settings: Settings, stop: asyncio.Eve
     while not stop.is_set():
         try:
             await archiver.run_once()
+            await close_ended_runs(archiver.redis, archiver.pool, settings)
         except Exception as exc:  # a store is down for a moment: the next pass retries
             log.warning("archive pass failed", extra={"error": repr(exc)})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.archive_interval_s)
+
+
+async def close_ended_runs(redis: Any, pool: asyncpg.Pool, settings: Settings) -> int:
+    """Runs the log ended on its own (a timeout, an idle group member) take no more
+    result writes: record their end in Postgres as the participant routes do for
+    ends they see. Reads each batch's newest snapshot; returns how many it closed."""
+    keys = Keys(settings.key_prefix, settings.partitions)
+    store = EventStore(redis, keys)
+    closed = 0
+    for partition in range(settings.partitions):
+        for raw in await redis.smembers(keys.batches(partition)):
+            batch_id = raw.decode()
+            open_runs = await pool.fetch(
+                "SELECT id FROM runs WHERE batch_id = $1 AND end_state IS NULL", batch_id)
+            if not open_runs:
+                continue
+            state = await store.latest_snapshot(batch_id)
+            if state is None:
+                continue
+            for row in open_runs:
+                run = state.runs.get(row["id"])
+                if run is not None and not run.is_active:
+                    await results.mark_run_ended(pool, row["id"], run.state, run.reason)
+                    closed += 1
+    return closed
 
 
 def crash_hook() -> Callable[[str], None] | None:

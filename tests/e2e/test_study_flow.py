@@ -11,6 +11,7 @@ import zipfile
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 
@@ -160,7 +161,9 @@ async def live_state(stack: Stack, redis_url: str, batch: str):
 
 
 async def test_three_participants_through_a_study(make_stack, redis_url):
-    stack = make_stack(gateways=2, workers=1, run_timeout_s=3, run_check_every_s=0.3)
+    stack = make_stack(gateways=2, workers=1, run_timeout_s=3, run_check_every_s=0.3,
+                       archive_interval_s=0.5)
+    stack._spawn("finalizer", "finalizer")  # records ends the log decided (timeouts)
     lab = Experimenter(stack)
     stored = await lab.upload("three.zip", study_zip("uuid-three-steps"))
     study = stored["study_id"]
@@ -232,6 +235,18 @@ async def test_three_participants_through_a_study(make_stack, redis_url):
     markers = [e for e in events if isinstance(e, StudySessionWritten)
                and e.scope == f"run:{aborted_id}"]
     assert len(markers) == 1 and markers[0].size > 0, "the event stays as a marker"
+    # Postgres knows every end, including the timeout the worker decided.
+    pool = await asyncpg.connect(stack.env["COHORT_DATABASE_URL"])
+    try:
+        for _ in range(50):
+            ends = dict(await pool.fetch("SELECT end_state, count(*) FROM runs "
+                                         "WHERE batch_id = $1 GROUP BY end_state", batch))
+            if ends.get(None) is None:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await pool.close()
+    assert ends == {"finished": 1, "aborted": 1, "failed": 2}, ends
     finished_id = next(i for i, r in state.runs.items() if r.state == "finished")
     assert json.loads(side[finished_id][str(finished.study_session_version).encode()]) == {
         "name": "Ada", "step": 2}
