@@ -43,20 +43,22 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, UploadFile
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
 
 from gateway.experimenter import (
+    ARCHIVE_SLACK_BYTES,
     MAX_UPLOAD_BYTES,
     ApiProblem,
+    authenticate,
     check_study,
     study_batch,
 )
 from gateway.experimenter import login as check_login
-from results_store import catalog, studies
+from results_store import accounts, catalog, studies
 from results_store.accounts import Account, AccountError
 from results_store.catalog import Batch, BatchUpdate, CatalogError
 from results_store.definition import GroupSettings
@@ -293,8 +295,8 @@ def page(request: Request, title: str, body: str, *, crumbs: Iterable[tuple[str,
         user = (f'<div class="user"><span title="{esc(account.username)}">{esc(name)}</span>'
                 f'{role}<form method="post" action="/console/logout">{_csrf_field(request)}'
                 '<button class="link" type="submit">Log out</button></form></div>')
-    trail = "".join(f'<a href="{esc(href)}">{esc(text)}</a><span class="sep">/</span>'
-                    for href, text in crumbs)
+    trail = '<span class="sep">/</span>'.join(f'<a href="{esc(href)}">{esc(text)}</a>'
+                                              for href, text in crumbs)
     crumb_html = f'<nav class="crumbs">{trail}</nav>' if trail else ""
     config_html = _json_script("console-config", config) if config is not None else ""
     script_html = "".join(f'<script type="module" src="/console/static/{esc(name)}"></script>'
@@ -327,7 +329,7 @@ def _login_redirect(request: Request, exc: LoginRequired) -> Response[Any]:
 
 
 def _problem_page(request: Request, exc: ApiProblem) -> Response[str]:
-    titles = {403: "Not yours", 404: "Not found", 409: "Conflict", 413: "Too large"}
+    titles = {403: "Not allowed", 404: "Not found", 409: "Conflict", 413: "Too large"}
     return _error_page(request, exc.status, titles.get(exc.status, "Something is wrong"),
                        exc.message)
 
@@ -393,13 +395,15 @@ def _base_url(request: Request) -> str:
 
 
 def _has_routes(request: Request, fragment: str) -> bool:
-    """Whether a colleague's API is mounted (replay, results): checked by path."""
+    """Whether this app serves a route whose path holds ``fragment`` (the replay and
+    results APIs are optional here: the pages say when they are missing)."""
     return any(fragment in route.path for route in request.app.routes)
 
 
 def features(request: Request) -> dict[str, bool]:
     return {"replay": _has_routes(request, "/api/batches/{batch_id:str}/timeline"),
-            "results": _has_routes(request, "/results")}
+            "results": _has_routes(request, "/api/studies/{study_id:str}/batches/"
+                                   "{batch_id:str}/export")}
 
 
 # ---------------------------------------------------------------------------
@@ -565,6 +569,9 @@ async def import_study(request: Request) -> Response[Any]:
         return await _studies_page(request, error="Choose a .zip or .jzip file.", status=400)
     limits = ImportLimits.from_settings(request.app.state.settings)
     content = await upload.read()
+    if len(content) > limits.max_bytes + ARCHIVE_SLACK_BYTES:
+        return await _studies_page(request, status=413, error=(
+            f"The file is larger than the study size limit ({limits.max_bytes:,} bytes)."))
     try:
         source = await asyncio.to_thread(studies.read_study_archive, content, upload.filename,
                                          limits)
@@ -737,8 +744,6 @@ def _settings_form(request: Request, batch: Batch) -> str:
 <label>Label <input name="label" maxlength="200" value="{esc(batch.label)}"></label>
 <label>Max total participants <input name="max_total_participants" type="number" min="0"
  value="{num(batch.max_total_participants)}" placeholder="no limit"></label>
-<label class="check"><input type="checkbox" name="active" value="on"
- {"checked" if batch.active else ""}> active</label>
 </div>
 <fieldset><legend>Allowed link types</legend><div class="checks">{types}</div></fieldset>
 <fieldset><legend>Groups</legend>
@@ -752,24 +757,26 @@ def _settings_form(request: Request, batch: Batch) -> str:
 <label>Form groups of <input name="form_by_arrival" type="number" min="1"
  value="{num(groups.form_by_arrival if groups else None)}" placeholder="off"></label>
 </div></fieldset>
-<label>Batch JSON input <span class="muted">(read-only config for the study; empty: none)</span>
-<textarea name="json_input" rows="4" class="code" spellcheck="false">{esc(json_input)}</textarea>
-</label>
+<label>Batch JSON input
+<textarea name="json_input" rows="4" class="code" spellcheck="false"
+ placeholder="read-only JSON the study's pages get (jatos.batchJsonInput); empty: none"
+>{esc(json_input)}</textarea></label>
 <div><button class="primary" type="submit">Save settings</button></div>
 </form>"""
 
 
 def _links_section(request: Request, batch: Batch, links: list[catalog.Link],
-                   shown_type: str | None) -> str:
+                   shown_type: str | None, types_made: set[str], made: str | None) -> str:
     assert batch.study_id is not None
     base = _batch_base(batch.study_id, batch.id)
     api = f"/api/studies/{quote(batch.study_id)}/batches/{quote(batch.id)}"
     base_url = _base_url(request)
     options = "".join(
-        f'<option value="{t}"{"" if t in batch.allowed_link_types else " disabled"}>'
+        f'<option value="{t}"{"" if t in batch.allowed_link_types else " disabled"}'
+        f'{" selected" if t == made else ""}>'
         f'{LINK_TYPE_NAMES[t]}{"" if t in batch.allowed_link_types else " (not allowed)"}'
         '</option>' for t in LINK_TYPES)
-    total = len(links)
+    total = len(links)  # of the type shown
     recent = links[-LINKS_SHOWN:][::-1]
     rows = []
     for link in recent:
@@ -781,15 +788,16 @@ def _links_section(request: Request, batch: Batch, links: list[catalog.Link],
         rows.append(
             f'<tr data-code="{esc(link.code)}"><td>{label}</td>'
             f'<td>{LINK_TYPE_NAMES.get(link.type, esc(link.type))}</td>'
-            f'<td class="url"><input readonly value="{esc(url)}" aria-label="Link URL">'
-            f'<button type="button" class="copy" data-copy="{esc(url)}">Copy</button></td>'
+            f'<td class="url"><div class="url-box"><input readonly value="{esc(url)}" '
+            f'aria-label="Link URL"><button type="button" class="copy" data-copy="{esc(url)}">'
+            'Copy</button></div></td>'
             f'<td>{when(link.created_at)}</td><td>{used}</td></tr>')
     filters = "".join(
         f'<a href="{base}?type={t}#links" class="chip{" on" if t == shown_type else ""}">'
-        f'{LINK_TYPE_NAMES[t]}</a>' for t in sorted({link.type for link in links},
-                                                    key=LINK_TYPES.index))
-    if shown_type:
-        filters = f'<a href="{base}#links" class="chip">all</a>' + filters
+        f'{LINK_TYPE_NAMES[t]}</a>' for t in sorted(types_made, key=LINK_TYPES.index))
+    if filters:
+        filters = (f'<span class="muted small">Show:</span><a href="{base}#links" class="chip'
+                   f'{"" if shown_type else " on"}">all</a>{filters}')
     csv_href = f"{api}/links.csv" + (f"?type={quote(shown_type)}" if shown_type else "")
     more = (f'<p class="muted small">Showing the newest {LINKS_SHOWN} of {total}; the CSV has '
             'all of them.</p>' if total > LINKS_SHOWN else "")
@@ -805,8 +813,9 @@ def _links_section(request: Request, batch: Batch, links: list[catalog.Link],
 <label>Type <select name="type" id="link-type">{options}</select></label>
 <label>Count <input name="count" type="number" min="1" max="{catalog.MAX_LINKS_PER_CALL}"
  value="1"></label>
-<label class="grow">Labels <span class="muted">(one per line; optional, one link each)</span>
-<textarea name="labels" rows="2" spellcheck="false"></textarea></label>
+<label class="grow">Labels
+<textarea name="labels" rows="1" spellcheck="false"
+ placeholder="optional: one label per line, one link each"></textarea></label>
 <label class="check"><input type="checkbox" name="label_required" value="on"> ask for a
  label (oTree room)</label>
 <button class="primary" type="submit">Create links</button>
@@ -816,14 +825,17 @@ def _links_section(request: Request, batch: Batch, links: list[catalog.Link],
 
 async def _overview(request: Request, study_id: str, batch_id: str, *, error: str = "",
                     status: int = 200, ok: str | None = None, n: str = "",
-                    link_type: str | None = None) -> Response[str]:
+                    link_type: str | None = None, made: str | None = None) -> Response[str]:
     batch, title, _ = await _batch_context(request, study_id, batch_id)
     shown_type = link_type if link_type in LINK_TYPES else None
     links = await catalog.list_links(request.app.state.pg, batch.id, shown_type)
+    types_made = {row["type"] for row in await request.app.state.pg.fetch(
+        "SELECT DISTINCT type FROM links WHERE batch_id = $1", batch.id)}
     notice = _notice(ok, n=n, state="active" if batch.active else "inactive")
     body = (_batch_header(request, title, batch, "") + notice + _problem(error)
             + f'<section class="card"><h2>Settings</h2>{_settings_form(request, batch)}</section>'
-            + _links_section(request, batch, links, shown_type))
+            + _links_section(request, batch, links, shown_type, types_made,
+                             made if made in LINK_TYPES else shown_type))
     return page(request, f"{batch.label or batch.id}", body, status=status,
                 crumbs=_crumbs(study_id, title), scripts=["overview.js"])
 
@@ -831,8 +843,9 @@ async def _overview(request: Request, study_id: str, batch_id: str, *, error: st
 @get("/studies/{study_id:str}/batches/{batch_id:str}")
 async def batch_overview(request: Request, study_id: FromPath[str], batch_id: FromPath[str],
                          ok: FromQuery[str | None] = None, n: FromQuery[str] = "",
-                         type: FromQuery[str | None] = None) -> Response[str]:
-    return await _overview(request, study_id, batch_id, ok=ok, n=n, link_type=type)
+                         type: FromQuery[str | None] = None,
+                         made: FromQuery[str | None] = None) -> Response[str]:
+    return await _overview(request, study_id, batch_id, ok=ok, n=n, link_type=type, made=made)
 
 
 async def _apply_update(request: Request, batch: Batch, changes: BatchUpdate) -> Batch:
@@ -882,7 +895,7 @@ async def save_settings(request: Request, study_id: FromPath[str],
         if not types:
             raise CatalogError("bad_link_type", "allow at least one link type")
         changes = BatchUpdate(
-            label=_text(form, "label"), active=form.get("active") is not None,
+            label=_text(form, "label"),
             max_total_participants=_optional_int(form, "max_total_participants",
                                                  "max total participants"),
             allowed_link_types=types, json_input=json_input, group_settings=groups)
@@ -910,8 +923,9 @@ async def create_links(request: Request, study_id: FromPath[str],
             request.app.state.pg, batch.id, link_type, count=count, labels=labels or None,
             label_required=form.get("label_required") is not None, created_by=me.id or None)
     except CatalogError as exc:
-        return await _overview(request, study_id, batch_id, error=exc.message, status=400)
-    query = urlencode({"ok": "links", "n": len(links)})
+        return await _overview(request, study_id, batch_id, error=exc.message, status=400,
+                               made=link_type)
+    query = urlencode({"ok": "links", "n": len(links), "made": link_type})
     return Redirect(f"{_batch_base(study_id, batch_id)}?{query}#links", status_code=303)
 
 
@@ -938,11 +952,11 @@ def _live_config(request: Request, batch: Batch, definition: Any) -> dict[str, A
 
 
 async def _live_page(request: Request, study_id: str, batch_id: str, slug: str, title: str,
-                     body: str, script: str) -> Response[str]:
+                     body: str, script: str, live: bool = True) -> Response[str]:
     batch, study_title, definition = await _batch_context(request, study_id, batch_id)
     header = _batch_header(request, study_title, batch, slug)
     status = ('<p class="live-status" id="live-status" data-state="connecting">'
-              '<span class="dot"></span><span class="text">connecting…</span></p>')
+              '<span class="dot"></span><span class="text">connecting…</span></p>') if live else ""
     return page(request, f"{title} · {batch.label or batch.id}", header + status + body,
                 crumbs=_crumbs(study_id, study_title), scripts=[script],
                 config=_live_config(request, batch, definition))
@@ -1030,8 +1044,9 @@ RESULTS_BODY = """<section class="card" id="exports-card">
 <th>Entered</th><th>State</th><th>Data</th><th></th></tr></thead><tbody></tbody></table>
 <p class="empty hidden" id="runs-empty">No runs yet.</p>
 </section>
-<dialog id="run-dialog"><form method="dialog"><div class="section-head"><h2 id="run-title">Run
-</h2><button value="close">Close</button></div><div id="run-detail"></div></form></dialog>"""
+<dialog id="run-dialog"><div class="section-head"><h2 id="run-title">Run</h2>
+<form method="dialog"><button value="close">Close</button></form></div>
+<div id="run-detail"></div></dialog>"""
 
 
 @get("/studies/{study_id:str}/batches/{batch_id:str}/monitor")
@@ -1059,7 +1074,55 @@ async def timeline_page(request: Request, study_id: FromPath[str],
 async def results_page(request: Request, study_id: FromPath[str],
                        batch_id: FromPath[str]) -> Response[str]:
     return await _live_page(request, study_id, batch_id, "results", "Results", RESULTS_BODY,
-                            "results.js")
+                            "results.js", live=False)
+
+
+@get("/studies/{study_id:str}/batches/{batch_id:str}/runs/{run_id:str}/files/{filename:str}")
+async def run_file(request: Request, study_id: FromPath[str], batch_id: FromPath[str],
+                   run_id: FromPath[str], filename: FromPath[str],
+                   pos: FromQuery[int | None] = None,
+                   round: FromQuery[int | None] = None) -> Response[Any]:
+    """A file a participant uploaded, always as a download (never rendered here)."""
+    await study_batch(request, _me(request), study_id, batch_id)
+    try:
+        from results_store import results
+    except ImportError:
+        raise ApiProblem(404, "not_available", "result files are not available here") from None
+    owner = await request.app.state.pg.fetchval("SELECT batch_id FROM runs WHERE id = $1", run_id)
+    if owner != batch_id:
+        raise ApiProblem(404, "run_not_found", f"this batch has no run {run_id!r}")
+    found = await results.read_file(request.app.state.pg, run_id, filename, pos, round)
+    if found is None:
+        raise ApiProblem(404, "file_not_found", f"the run has no file {filename!r}")
+    info, chunks = found
+    return Stream(chunks, media_type="application/octet-stream", headers={
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(info.filename)}",
+        "Content-Length": str(info.size),
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    })
+
+
+async def batch_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """For batch routes without a study in the path (the replay API): authenticated like
+    the experimenter API (bearer, ``?token=``, console cookie), with access to the
+    batch's study (bare batches: administrators only)."""
+    try:
+        account = await authenticate(connection)
+    except ApiProblem as problem:
+        if problem.status == 401:
+            raise NotAuthorizedException(problem.message) from None
+        raise PermissionDeniedException(problem.message) from None
+    batch_id = connection.path_params.get("batch_id", "")
+    study_id = await connection.app.state.pg.fetchval(
+        "SELECT study_id FROM batches WHERE id = $1", batch_id)
+    if study_id is None:
+        if account.is_admin:
+            return  # the route answers batch_not_found itself when there is none
+        raise NotAuthorizedException("only administrators may read batches without a study")
+    if not await accounts.can_access(connection.app.state.pg, account, study_id):
+        raise PermissionDeniedException(f"you have no access to study {study_id!r}")
 
 
 def _catalog_page(request: Request, exc: CatalogError) -> Response[str]:
@@ -1075,7 +1138,7 @@ console_routes = Router(
     route_handlers=[
         login_form, login, logout, studies_index, import_study, study_page, create_batch,
         batch_overview, set_active, save_settings, create_links, monitor_page, session_page,
-        timeline_page, results_page,
+        timeline_page, results_page, run_file,
         create_static_files_router(path="/static", directories=[STATIC], name="console-static",
                                    include_in_schema=False, opt={"public": True},
                                    cache_control=None),
@@ -1092,4 +1155,4 @@ console_routes = Router(
     },
 )
 
-__all__ = ["console_routes", "session_cookie_authenticator"]
+__all__ = ["batch_guard", "console_routes", "session_cookie_authenticator"]

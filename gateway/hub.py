@@ -303,8 +303,10 @@ class Hub:
                 acks[event.conn, event.cmd] = (event.version, group)
         pos = view.state.pos
         if view.consoles:
+            # Entries as the replay API gives them: the stream position beside the event
+            # (some events have a `pos` of their own: a component position).
             frame = encode_frame(EventsFrame(batch=view.batch_id, pos=pos, events=[
-                {"pos": entry_id.decode(), **msgspec.to_builtins(decode_event(fields[b"e"]))}
+                {"pos": entry_id.decode(), "event": msgspec.json.decode(fields[b"e"])}
                 for entry_id, fields in entries]))
             for conn in view.consoles:
                 conn.push(frame)

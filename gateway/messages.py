@@ -130,7 +130,7 @@ class ErrorFrame(ServerFrame, tag="error"):
 
 
 class EventsFrame(ServerFrame, tag="events"):
-    """For experimenters' consoles: every event of a read, as stored (plus its position)."""
+    """For experimenters' consoles: every event of a read as ``{pos, event}``."""
 
     batch: str
     pos: str

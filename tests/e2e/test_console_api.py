@@ -38,7 +38,7 @@ async def test_console_sees_everything_and_edits_reach_participants(make_stack):
     while "component_started" not in kinds:
         frame = json.loads(await asyncio.wait_for(console.recv(), 10))
         assert frame["type"] == "events"
-        kinds += [event["kind"] for event in frame["events"]]
+        kinds += [entry["event"]["kind"] for entry in frame["events"]]
     assert kinds[:2] == ["run_started", "component_started"]
 
     live = (await lab.client.get(f"/api/studies/{study}/batches/{batch}/live")).json()
@@ -53,7 +53,7 @@ async def test_console_sees_everything_and_edits_reach_participants(make_stack):
     await participant.wait_version(1)
     assert participant.data == {"condition": "B"}
     frame = json.loads(await asyncio.wait_for(console.recv(), 10))
-    assert frame["events"][0]["kind"] == "session_patched"
+    assert frame["events"][0]["event"]["kind"] == "session_patched"
     # A stale version is refused with the current state to retry from.
     stale = await lab.client.post(path, json={"ops": [{"op": "replace", "path": "/condition",
                                                       "value": "C"}], "version": 0})

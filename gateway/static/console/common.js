@@ -21,7 +21,7 @@ function csrfToken() {
  * Call the experimenter API with the session cookie; non-GET requests carry the
  * CSRF token. Answers {ok, status, data} (data: parsed JSON, or text).
  */
-export async function api(path, { method = 'GET', body, headers = {} } = {}) {
+export async function api(path, { method = 'GET', body, headers = {}, loginOn401 = true } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
   if (method !== 'GET' && method !== 'HEAD') init.headers['X-CSRF-Token'] = csrfToken();
   if (body !== undefined) {
@@ -29,7 +29,7 @@ export async function api(path, { method = 'GET', body, headers = {} } = {}) {
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
-  if (response.status === 401) {
+  if (response.status === 401 && loginOn401) {
     location.href = `/console/login?next=${encodeURIComponent(location.pathname + location.search)}`;
   }
   const type = response.headers.get('content-type') || '';
@@ -77,6 +77,17 @@ export function clockTime(ms, withMs = false) {
   const d = new Date(ms);
   const text = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
   return withMs ? `${text}.${String(d.getMilliseconds()).padStart(3, '0')}` : text;
+}
+
+/**
+ * An event with its stream position in `pos`. component_started and data_retrieved
+ * carry the component's position in their own `pos` field; it is kept as `component`.
+ * `streamPos` is the event's stream position (replay API), or a function giving one
+ * (console frames, where the event's own field hides it).
+ */
+export function normalizeEvent(ev, streamPos) {
+  if (typeof ev.pos !== 'number') return ev.pos ? ev : { ...ev, pos: streamPos };
+  return { ...ev, component: ev.pos, pos: typeof streamPos === 'function' ? streamPos() : streamPos };
 }
 
 export function dateTime(ms) {
@@ -267,7 +278,9 @@ export class LiveBatch extends EventTarget {
       this.load(frame.snapshot);
       this.status('live', 'live');
     } else if (frame.type === 'events') {
-      const fresh = frame.events.filter((ev) => comparePos(ev.pos, this.pos) > 0);
+      // Entries are {pos: stream position, event}, as in the replay API.
+      const events = frame.events.map((entry) => normalizeEvent(entry.event, entry.pos));
+      const fresh = events.filter((ev) => comparePos(ev.pos, this.pos) > 0);
       let failed = false;
       for (const ev of fresh) {
         try {
@@ -370,12 +383,13 @@ export class LiveBatch extends EventTarget {
         const run = this.runs.get(id);
         if (!run) break;
         const cur = run.component - 1;
+        const pos = ev.component ?? ev.pos;
         if (cur >= 0 && ['started', 'data_retrieved'].includes(run.components[cur])) {
-          run.components[cur] = cur === ev.pos ? 'reloaded' : 'finished';
+          run.components[cur] = cur === pos ? 'reloaded' : 'finished';
         }
-        run.component = ev.pos + 1;
-        run.components[ev.pos] = 'started';
-        if (run.state === 'pre' && ev.pos > 0) run.state = 'started';
+        run.component = pos + 1;
+        run.components[pos] = 'started';
+        if (run.state === 'pre' && pos > 0) run.state = 'started';
         else if (run.state === 'data_retrieved') run.state = 'started';
         run.last_seen_ms = Math.max(run.last_seen_ms || 0, t);
         break;
@@ -383,7 +397,7 @@ export class LiveBatch extends EventTarget {
       case 'data_retrieved': {
         const run = this.runs.get(id);
         if (!run) break;
-        run.components[ev.pos] = 'data_retrieved';
+        run.components[ev.component ?? ev.pos] = 'data_retrieved';
         if (run.state === 'started') run.state = 'data_retrieved';
         run.last_seen_ms = Math.max(run.last_seen_ms || 0, t);
         break;
