@@ -85,6 +85,7 @@ class PartitionLoop:
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
         self.last_run_check = 0.0
+        self.check_dupes = False
 
     async def run(self) -> None:
         w = self.worker
@@ -109,12 +110,15 @@ class PartitionLoop:
                 w.forget(self)
                 return
             except VersionConflict as exc:
-                # The in-memory state ran ahead of Redis: rebuild from the log and
-                # handle the same commands again (nothing of them was written).
-                log.error("version conflict, rebuilding", extra={
+                # The in-memory state ran ahead of Redis (a retried command decided
+                # again, say): rebuild from the log and handle the same commands
+                # again, this time looking their ids up first (nothing was written).
+                log.warning("version conflict, rebuilding", extra={
                     "partition": self.partition, "detail": str(exc)})
                 self.batches.clear()
+                self.check_dupes = True
                 continue
+            self.check_dupes = False
             handled += len(entries)
             if handled >= 10 * w.settings.command_batch:
                 handled = 0
@@ -140,8 +144,12 @@ class PartitionLoop:
         valid = [c for _, c in commands if c is not None]
         for batch_id in {c.batch for c in valid}:
             await self.holder(batch_id)
-        stored = await w.store.dedupe_lookup([(c.batch, c.run, c.id) for c in valid])
-        prior = dict(zip(((c.batch, c.run, c.id) for c in valid), stored, strict=True))
+        # Retried ids are rare and the script catches them anyway, so the look-up
+        # round trip is only paid after a conflict showed that one slipped through.
+        prior: dict[tuple[str, str, str], bytes | None] = {}
+        if self.check_dupes:
+            stored = await w.store.dedupe_lookup([(c.batch, c.run, c.id) for c in valid])
+            prior = dict(zip(((c.batch, c.run, c.id) for c in valid), stored, strict=True))
 
         planned: list[PlannedCommand] = []
         planned_for: list[Command] = []
@@ -151,7 +159,7 @@ class PartitionLoop:
             if command is None:
                 continue
             ident = (command.batch, command.run, command.id)
-            if prior[ident] is not None or ident in seen:
+            if prior.get(ident) is not None or ident in seen:
                 # Answered after the append, from what Redis remembers.
                 planned.append(PlannedCommand(command.batch, command.run, command.id, []))
                 planned_for.append(command)
@@ -180,7 +188,9 @@ class PartitionLoop:
             planned_for, planned, result.results, strict=True
         ):
             if kind == "new" and values:
-                self.batches[command.batch].state.pos = values[-1].decode()
+                holder = self.batches.get(command.batch)  # gone if a dup dropped it above
+                if holder is not None:
+                    holder.state.pos = values[-1].decode()
                 if isinstance(command, OpenBatch):
                     opened.append(command.batch)
             if kind == "new":
@@ -191,6 +201,10 @@ class PartitionLoop:
             elif kind == "dup":
                 if values[0] == b"same-iteration":
                     continue  # the first copy in this iteration is answered already
+                if plan.events:
+                    # Decided again in memory, but Redis already had it: forget the
+                    # batch's state, it is rebuilt from the log on its next command.
+                    self.batches.pop(command.batch, None)
                 answers.append((command, values[0]))
         if opened:
             await w.redis.sadd(w.keys.batches(self.partition), *opened)

@@ -2,11 +2,13 @@
 --
 -- KEYS[1] partition epoch, KEYS[2] partition command cursor, KEYS[3..] the
 -- event streams, version hashes and dedupe hashes named by index below.
--- ARGV: epoch, new cursor ('' keeps it), dedupe TTL seconds, command count,
--- then per command: dedupe key index, command id, rejection outcome ('' when
--- it commits), committed-outcome template, key index to delete (0: none),
--- event count; then per event: stream key index, versions key index, scope,
--- version, payload, side-hash key index (0: none), side field, side value.
+-- ARGV: epoch, new cursor ('' keeps it), dedupe TTL seconds, and the plan as
+-- ONE MessagePack array (packing thousands of separate arguments cost the
+-- worker more than the rest of an iteration). Per command: {dedupe key index,
+-- command id, rejection outcome ('' when it commits), committed-outcome
+-- template, key index to delete (0: none), events}; per event: {stream key
+-- index, versions key index, scope, version, payload, side-hash key index
+-- (0: none), side field, side value}.
 -- (Side writes keep data beside an event, e.g. study session contents, so that
 -- they can be erased while the event stays.)
 --
@@ -22,30 +24,27 @@ if epoch ~= ARGV[1] then
 end
 
 local ttl = tonumber(ARGV[3])
-local ncmds = tonumber(ARGV[4])
-local i = 5
+local plan = cmsgpack.unpack(ARGV[4])
+local ncmds = #plan
 local cmds = {}
 local current = {}
 local seen = {}
 
 -- Pass 1: validate everything, write nothing.
 for c = 1, ncmds do
-  local dkey = KEYS[tonumber(ARGV[i])]
-  local cmd = {dkey = dkey, id = ARGV[i + 1], rejected = ARGV[i + 2],
-               template = ARGV[i + 3], erase = tonumber(ARGV[i + 4]), events = {}}
-  local nevents = tonumber(ARGV[i + 5])
-  i = i + 6
+  local p = plan[c]
+  local dkey = KEYS[p[1]]
+  local cmd = {dkey = dkey, id = p[2], rejected = p[3], template = p[4], erase = p[5],
+               events = {}}
   local ident = dkey .. '\n' .. cmd.id
   cmd.prior = redis.call('HGET', dkey, cmd.id)
   if (not cmd.prior) and seen[ident] then
     cmd.prior = 'same-iteration'
   end
   seen[ident] = true
-  for e = 1, nevents do
-    local ev = {stream = KEYS[tonumber(ARGV[i])], vkey = KEYS[tonumber(ARGV[i + 1])],
-                scope = ARGV[i + 2], version = tonumber(ARGV[i + 3]), payload = ARGV[i + 4],
-                side = tonumber(ARGV[i + 5]), field = ARGV[i + 6], value = ARGV[i + 7]}
-    i = i + 8
+  for e, pe in ipairs(p[6]) do
+    local ev = {stream = KEYS[pe[1]], vkey = KEYS[pe[2]], scope = pe[3], version = pe[4],
+                payload = pe[5], side = pe[6], field = pe[7], value = pe[8]}
     if not cmd.prior then
       local slot = ev.vkey .. '\n' .. ev.scope
       local cur = current[slot]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
-from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -22,6 +21,7 @@ from session_store.projector import BatchState, decode_state, encode_state, fold
 from session_store.upgrade import UPGRADER
 
 SNAPSHOTS_KEPT = 20
+_msgpack = msgspec.msgpack.Encoder()
 READ_CHUNK = 5000
 
 
@@ -96,27 +96,31 @@ class EventStore:
                 found = index[name] = len(keys)
             return found
 
-        args: list[Any] = [epoch, cursor, dedupe_ttl_s, len(commands)]
-        for command in commands:
-            args += [
+        plan = [
+            [
                 key_index(self.keys.dedupe(command.batch, command.run)),
                 command.cmd_id,
-                command.rejected,
-                command.template,
+                # As str: Redis's Lua MessagePack reader knows no bin type (all JSON).
+                command.rejected.decode(),
+                command.template.decode(),
                 key_index(command.erase_key) if command.erase_key else 0,
-                len(command.events),
+                [
+                    [
+                        key_index(self.keys.events(ev.batch)),
+                        key_index(self.keys.versions(ev.batch)),
+                        ev.scope,
+                        ev.version,
+                        ev.payload.decode(),
+                        key_index(ev.side_key) if ev.side_key else 0,
+                        ev.side_field,
+                        ev.side_value.decode(),
+                    ]
+                    for ev in command.events
+                ],
             ]
-            for ev in command.events:
-                args += [
-                    key_index(self.keys.events(ev.batch)),
-                    key_index(self.keys.versions(ev.batch)),
-                    ev.scope,
-                    ev.version,
-                    ev.payload,
-                    key_index(ev.side_key) if ev.side_key else 0,
-                    ev.side_field,
-                    ev.side_value,
-                ]
+            for command in commands
+        ]
+        args = [epoch, cursor, dedupe_ttl_s, _msgpack.encode(plan)]
         reply = await self._append(keys=keys, args=args)
         status = reply[0]
         if status == b"STALE":

@@ -87,6 +87,9 @@ async def test_retried_command_id_applies_once_and_gets_the_same_answer(make_sta
     version = await a.patch([{"op": "add", "path": "/x", "value": 1}], cmd_id="same")
     again = await a.patch([{"op": "add", "path": "/x", "value": 1}], cmd_id="same")
     assert again == version == 1
+    # The worker decided the retry again in memory before Redis said "seen": its
+    # state must not keep that phantom change (the next version is 2, not 3).
+    assert await a.patch([{"op": "add", "path": "/y", "value": 2}]) == 2
     with pytest.raises(CommandFailed) as first:
         await a.patch([{"op": "remove", "path": "/nope"}], cmd_id="bad")
     with pytest.raises(CommandFailed) as second:
@@ -98,7 +101,7 @@ async def test_retried_command_id_applies_once_and_gets_the_same_answer(make_sta
     b = await Participant(ticket_url).connect()
     await b.wait_ready()
     assert await b.patch([{"op": "add", "path": "/x", "value": 1}], cmd_id="same") == 1
-    assert b.version == 1 and b.data == {"x": 1}
+    assert b.version == 2 and b.data == {"x": 1, "y": 2}
 
 
 async def test_resume_gets_only_missing_changes(make_stack, new_batch_id):
