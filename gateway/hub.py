@@ -413,6 +413,10 @@ class Hub:
             for batch_id, view in list(self.views.items()):
                 if view.idle_since is not None and now - view.idle_since > VIEW_GRACE_S:
                     del self.views[batch_id]
+            # Throttle marks of runs long gone are of no use.
+            for run_id, at in list(self.seen_at.items()):
+                if now - at > 10 * SEEN_EVERY_S:
+                    del self.seen_at[run_id]
 
     async def _keep_marks_fresh(self) -> None:
         """An open channel is a participant seen now: refresh the last-seen marks of every
