@@ -162,7 +162,8 @@ async def demo_join(request: Request) -> Response[Any]:
 async def demo_page(request: Request) -> Response[Any] | File:
     if not request.app.state.settings.demo:
         return error(404, "not_found", "the demo is off (COHORT_DEMO)")
-    return File(STATIC / "demo.html", content_disposition_type="inline")
+    return File(STATIC / "demo.html", content_disposition_type="inline",
+                media_type="text/html; charset=utf-8")
 
 
 @get("/", include_in_schema=False)

@@ -129,8 +129,12 @@ async def test_bad_input_gets_codes_and_changes_nothing(make_stack, new_batch_id
 
 
 async def test_http_bad_input(make_stack, new_batch_id):
-    stack = make_stack(gateways=1, workers=1)
+    stack = make_stack(gateways=1, workers=1, demo="true")
     url = stack.gateway_urls[0]
+    async with httpx.AsyncClient(base_url=url) as anon:
+        demo = await anon.get("/demo")
+        assert demo.status_code == 200 and demo.headers["content-type"].startswith("text/html")
+        assert (await anon.post("/demo/join")).status_code == 201
     batch = new_batch_id()
     async with httpx.AsyncClient(base_url=url) as anon:
         r = await anon.post("/api/batches", json={"id": batch})
