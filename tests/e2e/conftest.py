@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.participant import Participant
+from tests.browser_support.browser import BrowserError, Chromium, chromium_path, ensure_installed
 from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +31,20 @@ def make_stack(redis_url: str, database_url: str, make_prefix: Callable[[], str]
     yield start
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    if chromium_path() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium, or COHORT_CHROMIUM)")
+    try:
+        await asyncio.to_thread(ensure_installed)
+    except BrowserError as exc:
+        pytest.fail(str(exc))
+    async with Chromium.launch(tmp_path) as browser:
+        yield browser
+        problems = [entry for entry in await browser.logs() if entry["type"] == "pageerror"]
+        assert not problems, f"errors in the pages: {problems}"
 
 
 @pytest.fixture

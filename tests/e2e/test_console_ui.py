@@ -19,7 +19,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import pytest
 import websockets
 
 from services.participant import Participant
-from tests.browser_support.browser import BrowserError, Chromium, chromium_path, ensure_installed
+from tests.browser_support.browser import Chromium
 from tests.e2e.stack import REPO, Stack
 from tests.e2e.test_study_flow import Browser, jatos_archive, study_zip
 
@@ -36,20 +35,6 @@ pytestmark = pytest.mark.e2e
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "console"
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    if chromium_path() is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium, or COHORT_CHROMIUM)")
-    try:
-        await asyncio.to_thread(ensure_installed)
-    except BrowserError as exc:
-        pytest.fail(str(exc))
-    async with Chromium.launch(tmp_path) as browser:
-        yield browser
-        problems = [entry for entry in await browser.logs() if entry["type"] == "pageerror"]
-        assert not problems, f"errors in the pages: {problems}"
 
 
 def add_user(stack: Stack, username: str, password: str) -> str:
