@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +13,11 @@ import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -26,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.batches import group_limits, open_batch
 from gateway.channel import serve_channel
 from gateway.console import batch_guard, console_routes
-from gateway.experimenter import experimenter_routes
+from gateway.experimenter import ApiProblem, authenticate, experimenter_routes
 from gateway.hub import Hub
 from gateway.live_api import console_channel, live_routes
 from gateway.participant import participant_routes
@@ -79,14 +82,15 @@ def valid_batch_id(batch_id: str) -> bool:
     return 0 < len(batch_id) <= 64 and set(batch_id) <= BATCH_ID_CHARS
 
 
-def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    settings: Settings = connection.app.state.settings
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not settings.admin_token or not hmac.compare_digest(
-        token.encode(), settings.admin_token.encode()
-    ):
-        raise NotAuthorizedException("a valid admin token is required (Authorization: Bearer)")
+async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Bare batches (without a study) are for administrators: the admin token, or an
+    administrator's API token or console session."""
+    try:
+        account = await authenticate(connection)
+    except ApiProblem as problem:
+        raise NotAuthorizedException(problem.message) from None
+    if not account.is_admin:
+        raise PermissionDeniedException("only administrators may use bare batches")
 
 
 def hub_of(request: Request | ASGIConnection) -> Hub:
