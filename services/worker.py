@@ -169,11 +169,10 @@ class PartitionLoop:
             try:
                 decision = decide(holder.state, command, w.limits, holder.sizes)
             except Rejected as rejection:
-                outcome = encode(rejection.outcome(command))
-                planned.append(PlannedCommand(
-                    command.batch, command.run, command.id, [], rejected=outcome))
+                # Answered after the append: Redis may know this id already.
+                planned.append(PlannedCommand(command.batch, command.run, command.id, [],
+                                              rejected=encode(rejection.outcome(command))))
                 planned_for.append(command)
-                answers.append((command, outcome))
                 continue
             planned.append(self.plan(command, decision))
             planned_for.append(command)
@@ -198,6 +197,8 @@ class PartitionLoop:
                     # Commands that wrote no event have no ack through the log.
                     pos = values[-1] if values else b""
                     answers.append((command, plan.template.replace(b"%POS%", pos)))
+            elif kind == "rejected":
+                answers.append((command, plan.rejected))
             elif kind == "dup":
                 if values[0] == b"same-iteration":
                     continue  # the first copy in this iteration is answered already

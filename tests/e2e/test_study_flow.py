@@ -287,3 +287,20 @@ async def test_jatos_archive_versions_and_entry_limits(make_stack):
     assert missing.status_code == 404 and "link_not_found" in missing.text
     forged = await early.http.get("/r/not-a-key/init", params={"pos": 1})
     assert forged.status_code == 403 and forged.json()["code"] == "forbidden"
+
+
+async def test_retried_end_gets_the_first_answer(make_stack):
+    stack = make_stack(gateways=1, workers=1)
+    lab = Experimenter(stack)
+    study = (await lab.upload("three.zip", study_zip("uuid-retry-end")))["study_id"]
+    batch = (await lab.batch(study))["id"]
+    [code] = await lab.links(study, batch, "general_multiple", 1)
+    p = Browser(stack.gateway_urls[0])
+    await p.enter(code)
+    headers = {"X-Cohort-Command-Id": "end-once"}
+    first = await p.http.post(f"/r/{p.key}/end", json={"successful": True}, headers=headers)
+    again = await p.http.post(f"/r/{p.key}/end", json={"successful": True}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["confirmation_code"] == again.json()["confirmation_code"]
+    other = await p.http.post(f"/r/{p.key}/end", json={}, headers={"X-Cohort-Command-Id": "x"})
+    assert other.status_code == 409 and other.json()["code"] == "run_ended"
