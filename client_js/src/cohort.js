@@ -3,8 +3,10 @@
  * Cohort client core: one live channel to a batch, speaking the wire
  * protocol in docs/protocol.md.
  *
- * - keeps the state of every scope it receives (`batch_session` for now):
- *   `data`, `version`, and the last stream position `pos`;
+ * - keeps the state of every session scope it receives (`batch_session`,
+ *   and `group_session:<G>` while the participant is in group G): `data`,
+ *   `version`, and the last stream position `pos`; passes `group` and
+ *   `group_msg` frames on as events (groups.js makes jatos.js's groups of them);
  * - applies `update` frames in place, detects gaps (a change whose `v` is not
  *   `version + 1`), asks for a resync and ignores updates until the full
  *   `state` arrives;
@@ -14,14 +16,17 @@
  *   `version_mismatch` handler sees the current version);
  * - reconnects with full-jitter exponential backoff (base 100 ms, cap 5 s),
  *   resumes with `since=<last pos>`, and re-sends every unacknowledged command
- *   with the same id (the server answers a duplicate with the first outcome).
+ *   with the same id (the server answers a duplicate with the first outcome);
+ * - helpers beyond JATOS: chains of versioned patches in flight, `update(fn)`
+ *   (recompute on conflict), `increment(path)` (atomic counter), any other
+ *   command (`command(type, fields)`), connection states and `synced`.
  *
  * No dependencies in the browser. In Node < 22, pass `WebSocket` from the `ws`
  * package (or import from `@cohort/client`, whose Node entry does it for you).
  * @module cohort
  */
 
-import { applyPatch } from './jsonpatch.js';
+import { applyPatch, cloneJson, getPointer } from './jsonpatch.js';
 
 /** The scope a batch channel writes by default. */
 export const DEFAULT_SCOPE = 'batch_session';
@@ -86,10 +91,39 @@ export class CommandError extends Error {
  * @property {string} [scope] default `batch_session`
  * @property {string} [id] command id (default: channel prefix + counter); at most 64 chars.
  *   Re-using the id of an earlier command gets that command's answer, never a second application
+ * @property {boolean} [chain] (Cohort extension, needs `versioned`) several versioned patches
+ *   in flight: while an earlier versioned patch of this channel to the same scope is still
+ *   unanswered, this one expects the version that earlier one will produce (instead of the
+ *   last version seen), and fails with it. Default false: the expected version is the last one seen
  *
  * @typedef {Object} PatchResult
  * @property {string} id
  * @property {number} version the version this command was committed as
+ *
+ * @typedef {Object} CommandResult
+ * @property {string} id
+ * @property {number} version the version of the scope the command changed (0 if none)
+ * @property {string} group for group commands: the group the run is in now ('' while waiting
+ *   for a group-by-arrival group, or after leaving)
+ *
+ * @typedef {Object} UpdateOptions
+ * @property {string} [scope] default `batch_session`
+ * @property {number} [retries] how many times a conflicting patch is recomputed and sent
+ *   again (default 50)
+ * @property {Backoff} [backoff] delay before each retry, full jitter (default `{base: 10, cap: 500}`)
+ *
+ * @typedef {Object} UpdateResult
+ * @property {string|null} id the command id of the patch that was applied (null: nothing to do)
+ * @property {number} version the version it was committed as (or the current one)
+ * @property {Operation[]} ops the operations that were applied
+ * @property {number} attempts how many patches were sent
+ *
+ * @typedef {Object} IncrementResult
+ * @property {number} value the counter's value right after this increment (unique per increment)
+ * @property {number} version the scope's version of that change
+ * @property {number} attempts how many patches were sent
+ *
+ * @typedef {'connecting'|'open'|'reconnecting'|'closed'} ConnectionState
  */
 
 /**
@@ -144,6 +178,29 @@ export function buildSocketUrl(url, { token, batch, since }) {
   if (since) u.searchParams.set('since', since);
   else u.searchParams.delete('since');
   return u.toString();
+}
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+/**
+ * The run id in a participant token's claims (`<base64url JSON>.<signature>`),
+ * or null. The claims are read, not verified.
+ * @param {string} token
+ * @returns {string|null}
+ */
+export function runOfToken(token) {
+  const [payload] = String(token || '').split('.');
+  if (!payload) return null;
+  try {
+    const b64 = payload.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (payload.length % 4)) % 4);
+    const binary = typeof atob === 'function' ? atob(b64) : '';
+    const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims.run === 'string' ? claims.run : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -221,12 +278,22 @@ class Emitter {
  *
  * @typedef {Object} Command
  * @property {string} id
- * @property {string} scope
+ * @property {string} type `patch`, or another command (`join_group`, `group_msg`, ...)
+ * @property {any} fields the other command's fields (besides `type` and `id`)
+ * @property {string|null} scope the scope a patch writes (null: other commands)
  * @property {Operation[]} ops
  * @property {boolean} versioned
  * @property {number|null} version explicit expected version (else the last seen, when built)
+ * @property {number|null} expected the expected version actually sent (versioned patches)
+ * @property {Command|null} after the earlier patch of a chain this one expects the result of
+ * @property {CommandError|null} brokenBy set when `after` failed after this one was sent
+ * @property {CommandError|null} error why it failed (once it did)
+ * @property {boolean} sent whether the frame was handed to a socket at least once
+ * @property {boolean} answered
+ * @property {Promise<boolean>} done resolves once it is settled (true: it succeeded)
+ * @property {(ok: boolean) => void} markDone
  * @property {string|null} text the exact frame, fixed once built (re-sent as is)
- * @property {(r: PatchResult) => void} resolve
+ * @property {(r: any) => void} resolve
  * @property {(e: CommandError) => void} reject
  */
 
@@ -239,7 +306,14 @@ class Emitter {
  * - `open` (): a socket opened; `close` ({code, reason, willReconnect});
  * - `resync` ({scope, version, data}): a full state replaced a diverged copy;
  * - `error` (Error): protocol `error` frames, socket errors, listener errors;
- * - `message` (object): every frame received, parsed (for debugging and tests).
+ * - `message` (object): every frame received, parsed (for debugging and tests);
+ * - `connection` ({state, previous}): the connection state changed
+ *   (`connecting`, `open`, `reconnecting`, `closed`);
+ * - `synced` ({connects}): after each (re)open, once everything the server had
+ *   queued for this socket on open (full states, or the changes missed while
+ *   away) has been received: the local copy is caught up;
+ * - `group` (frame): a `group` frame (membership of the participant's group);
+ * - `group_msg` (frame): a group message for this participant.
  */
 export class BatchChannel extends Emitter {
   /** @param {ConnectOptions} options */
@@ -285,6 +359,17 @@ export class BatchChannel extends Emitter {
     this._silentSincePing = false;
     /** Number of sockets opened so far (1 after the first open). */
     this.connects = 0;
+    /** @type {ConnectionState} */
+    this._connectionState = 'connecting';
+    /** Waiting for the pong that follows what the server queued on open. */
+    this._syncPending = false;
+    /**
+     * The last `group` frame of the participant's current group (null: not in one,
+     * as far as this channel was told).
+     * @type {any}
+     */
+    this.group = null;
+    this._groupUnconfirmed = false;
     /** @type {(v?: any) => void} */
     let resolveReady = () => {};
     /** @type {(e: any) => void} */
@@ -332,6 +417,41 @@ export class BatchChannel extends Emitter {
   }
 
   /**
+   * @returns {ConnectionState} `connecting` (before the first open), `open`,
+   *   `reconnecting` (after an unexpected close, until the next open), `closed` (for good)
+   */
+  get connectionState() {
+    return this._connectionState;
+  }
+
+  /**
+   * The run id this channel's participant token names (read from the token's
+   * claims, not verified: the gateway does that), or null if it cannot be read.
+   * In a group it is this participant's member id.
+   * @returns {string|null}
+   */
+  get run() {
+    const location = /** @type {any} */ (globalThis).location;
+    let token = this._options.token;
+    if (!token) {
+      try {
+        token = new URL(this._urls[0], location && location.href ? location.href : undefined).searchParams.get('token') || '';
+      } catch {
+        token = '';
+      }
+    }
+    return runOfToken(token || '');
+  }
+
+  /** @param {ConnectionState} next */
+  _setConnectionState(next) {
+    const previous = this._connectionState;
+    if (previous === next) return;
+    this._connectionState = next;
+    this._emit('connection', { state: next, previous });
+  }
+
+  /**
    * The state of one scope (created empty on first use).
    * @param {string} name
    * @returns {ScopeState}
@@ -364,32 +484,198 @@ export class BatchChannel extends Emitter {
    * @param {PatchOptions} [options]
    * @returns {Promise<PatchResult>}
    */
-  patch(ops, { versioned = false, version, scope = DEFAULT_SCOPE, id } = {}) {
+  patch(ops, { versioned = false, version, scope = DEFAULT_SCOPE, id, chain = false } = {}) {
     if (this._closed) return Promise.reject(new CommandError('closed', 'the channel is closed'));
     const list = Array.isArray(ops) ? ops : [ops];
+    const explicit = typeof version === 'number' ? version : null;
+    const isVersioned = versioned || explicit !== null;
+    /** @type {Command|null} */
+    let after = null;
+    if (chain && isVersioned && explicit === null) {
+      for (const pending of this._pending.values()) {
+        if (pending.type === 'patch' && pending.scope === scope && pending.versioned && !pending.answered) after = pending;
+      }
+    }
+    return this._submit({ type: 'patch', fields: null, scope, ops: list, versioned: isVersioned, version: explicit, after }, id);
+  }
+
+  /**
+   * Sends any other command of the protocol (`join_group`, `leave_group`,
+   * `reassign_group`, `fix_group`, `group_msg`, ...). Resolves with the `ack`
+   * (`{id, version, group}`), rejects with a CommandError on `fail`. Queued
+   * while disconnected and re-sent with the same id after a reconnect, as patches.
+   * @param {string} type
+   * @param {Record<string, any>} [fields] the command's other fields
+   * @param {{id?: string}} [options]
+   * @returns {Promise<CommandResult>}
+   */
+  command(type, fields = {}, { id } = {}) {
+    if (this._closed) return Promise.reject(new CommandError('closed', 'the channel is closed'));
+    if (type === 'patch') throw new TypeError('command: use patch() for patches');
+    return this._submit({ type, fields: fields || {}, scope: null, ops: [], versioned: false, version: null, after: null }, id);
+  }
+
+  /**
+   * @param {{type: string, fields: any, scope: string|null, ops: Operation[], versioned: boolean, version: number|null, after: Command|null}} spec
+   * @param {string|undefined} id
+   * @returns {Promise<any>}
+   */
+  _submit(spec, id) {
     const commandId = id || this.nextId();
     if (this._pending.has(commandId)) {
       return Promise.reject(new CommandError('duplicate_id', `command ${commandId} is already pending`));
     }
     return new Promise((resolve, reject) => {
-      const explicit = typeof version === 'number' ? version : null;
+      /** @type {(ok: boolean) => void} */
+      let markDone = () => {};
+      /** @type {Promise<boolean>} */
+      const done = new Promise((r) => (markDone = r));
       /** @type {Command} */
       const command = {
         id: commandId,
-        scope,
-        ops: list,
-        versioned: versioned || explicit !== null,
-        version: explicit,
+        type: spec.type,
+        fields: spec.fields,
+        scope: spec.scope,
+        ops: spec.ops,
+        versioned: spec.versioned,
+        version: spec.version,
+        expected: null,
+        after: spec.after,
+        brokenBy: null,
+        error: null,
+        sent: false,
+        answered: false,
+        done,
+        markDone,
         text: null,
         resolve,
         reject,
       };
       this._pending.set(commandId, command);
-      // A versioned patch needs the last version seen; before the first state
-      // it waits (unbuilt) and is built when the state arrives.
-      if (!command.versioned || explicit !== null || this.scope(scope).version !== null) this._build(command);
-      this._sendCommand(command);
+      if (this._buildable(command)) {
+        this._build(command);
+        this._sendCommand(command);
+      }
     });
+  }
+
+  /**
+   * Whether a command's frame can be fixed now: a versioned patch needs the
+   * last version seen (before the first state it waits) or, in a chain, the
+   * version its predecessor expects.
+   * @param {Command} command
+   */
+  _buildable(command) {
+    if (command.type !== 'patch' || !command.versioned || command.version !== null) return true;
+    if (command.after) return command.after.expected !== null;
+    return this.scope(/** @type {string} */ (command.scope)).version !== null;
+  }
+
+  /**
+   * Applies a change computed from the current state, retrying on conflict:
+   * `fn(data, {version, attempt})` gets a copy of the scope's current data and
+   * returns the JSON Patch to apply (an array of operations or one operation;
+   * `null`, `undefined` or `[]`: nothing to do). The patch is sent versioned
+   * (it applies only to the state `fn` saw); when another write came first
+   * (`version_mismatch`) `fn` is called again on the newer state, up to
+   * `retries` times. Other failures reject at once. `fn` may be async.
+   * @param {(data: any, info: {version: number, attempt: number}) => any} fn
+   * @param {UpdateOptions} [options]
+   * @returns {Promise<UpdateResult>}
+   */
+  async update(fn, { scope = DEFAULT_SCOPE, retries = 50, backoff } = {}) {
+    if (typeof fn !== 'function') throw new TypeError('update: fn must be a function');
+    const delay = fullJitterBackoff(backoff || { base: 10, cap: 500 });
+    for (let attempt = 0; ; attempt++) {
+      const state = await this._stateOf(scope);
+      const version = /** @type {number} */ (state.version);
+      let ops = await fn(cloneJson(state.data) ?? {}, { version, attempt });
+      if (ops === null || ops === undefined) ops = [];
+      if (!Array.isArray(ops)) ops = [ops];
+      if (ops.length === 0) return { id: null, version, ops: [], attempts: attempt };
+      try {
+        const result = await this.patch(ops, { version, scope });
+        return { id: result.id, version: result.version, ops, attempts: attempt + 1 };
+      } catch (err) {
+        if (!(err instanceof CommandError) || err.code !== 'version_mismatch' || attempt >= retries) throw err;
+        await sleep(delay(attempt));
+      }
+    }
+  }
+
+  /**
+   * Adds `by` to the number at `path` (a JSON pointer) and resolves with the
+   * value right after this increment, which is unique: n concurrent increments
+   * by 1 of a counter at 0 resolve with 1..n, each once (a balanced A/B
+   * assignment is `(await increment('/n')).value % 2`). An existing counter is
+   * changed with `test` + `replace` (unversioned: writes to other paths do not
+   * conflict with it); a missing one is created with a versioned `add`. Both
+   * are recomputed and retried on conflict (`test_failed`, `version_mismatch`).
+   * Rejects with `not_a_number` if the value there is not a number.
+   * @param {string} path
+   * @param {number} [by]
+   * @param {UpdateOptions} [options] `retries` defaults to 1000 here
+   * @returns {Promise<IncrementResult>}
+   */
+  async increment(path, by = 1, { scope = DEFAULT_SCOPE, retries = 1000, backoff } = {}) {
+    if (typeof by !== 'number' || !Number.isFinite(by)) throw new TypeError('increment: by must be a finite number');
+    const delay = fullJitterBackoff(backoff || { base: 10, cap: 500 });
+    for (let attempt = 0; ; attempt++) {
+      const state = await this._stateOf(scope);
+      const version = /** @type {number} */ (state.version);
+      let current;
+      try {
+        current = getPointer(state.data, path);
+      } catch (err) {
+        throw new CommandError('bad_patch', `increment: ${/** @type {any} */ (err).message || err}`);
+      }
+      if (current !== undefined && (typeof current !== 'number' || !Number.isFinite(current))) {
+        throw new CommandError('not_a_number', `increment: the value at ${path} is not a number`, version);
+      }
+      const value = (current ?? 0) + by;
+      try {
+        const result =
+          current === undefined
+            ? await this.patch([{ op: 'add', path, value }], { version, scope })
+            : await this.patch(
+                [
+                  { op: 'test', path, value: current },
+                  { op: 'replace', path, value },
+                ],
+                { scope },
+              );
+        return { value, version: result.version, attempts: attempt + 1 };
+      } catch (err) {
+        const code = err instanceof CommandError ? err.code : '';
+        if ((code !== 'test_failed' && code !== 'version_mismatch') || attempt >= retries) throw err;
+        await sleep(delay(attempt));
+      }
+    }
+  }
+
+  /**
+   * The state of a scope once it has one (waits for the first state).
+   * @param {string} scope
+   * @returns {Promise<ScopeState>}
+   */
+  async _stateOf(scope) {
+    if (this._closed) throw new CommandError('closed', 'the channel is closed');
+    const state = this.scope(scope);
+    if (state.version === null) {
+      await new Promise((resolve, reject) => {
+        const offs = [
+          this.on('session', (/** @type {SessionEvent} */ e) => e.scope === scope && done(null)),
+          this.on('close', (/** @type {any} */ e) => !e.willReconnect && done(new CommandError('closed', 'the channel is closed'))),
+        ];
+        /** @param {any} err */
+        const done = (err) => {
+          for (const off of offs) off();
+          if (err) reject(err);
+          else resolve(undefined);
+        };
+      });
+    }
+    return this.scope(scope);
   }
 
   /** @returns {string} a fresh command id: the channel's random prefix and a counter */
@@ -415,6 +701,7 @@ export class BatchChannel extends Emitter {
     const ws = this._ws;
     this._dropSocket(ws, 1000, 'closed by client');
     this._failAll(new CommandError('closed', 'the channel was closed'));
+    this._setConnectionState('closed');
   }
 
   // ------------------------------------------------------------ internals
@@ -442,6 +729,11 @@ export class BatchChannel extends Emitter {
       if (ws !== this._ws) return;
       this.connects += 1;
       this._startPing();
+      // What the server queued on open (states or the resume) comes before this pong.
+      this._syncPending = true;
+      this._groupUnconfirmed = this.group !== null;
+      this._send({ type: 'ping' });
+      this._setConnectionState('open');
       this._emit('open');
       for (const command of this._pending.values()) this._sendCommand(command);
     };
@@ -499,6 +791,8 @@ export class BatchChannel extends Emitter {
       );
       this._failAll(error);
     }
+    this._syncPending = false;
+    this._setConnectionState(this._closed ? 'closed' : 'reconnecting');
     this._emit('close', { code, reason, willReconnect: !this._closed });
     if (!this._closed) this._scheduleReconnect();
   }
@@ -540,7 +834,11 @@ export class BatchChannel extends Emitter {
   _failAll(error) {
     const commands = [...this._pending.values()];
     this._pending.clear();
-    for (const command of commands) command.reject(error);
+    for (const command of commands) {
+      command.answered = true;
+      command.markDone(false);
+      command.reject(error);
+    }
     for (const waiter of this._waiting) {
       clearTimeout(waiter.timer);
       waiter.settle();
@@ -575,15 +873,35 @@ export class BatchChannel extends Emitter {
 
   /** @param {Command} command */
   _build(command) {
+    if (command.type !== 'patch') {
+      command.text = JSON.stringify({ ...command.fields, type: command.type, id: command.id });
+      return;
+    }
     /** @type {any} */
     const frame = { type: 'patch', id: command.id, scope: command.scope, ops: command.ops };
-    if (command.versioned) frame.version = command.version ?? this.scope(command.scope).version;
+    if (command.versioned) {
+      const expected =
+        command.version ??
+        (command.after ? /** @type {number} */ (command.after.expected) + 1 : this.scope(/** @type {string} */ (command.scope)).version);
+      command.expected = expected;
+      frame.version = expected;
+    }
     command.text = JSON.stringify(frame);
   }
 
   /** @param {Command} command */
   _sendCommand(command) {
-    if (command.text !== null) this._sendText(command.text);
+    if (command.text !== null && this._sendText(command.text)) command.sent = true;
+  }
+
+  /** Builds and sends the commands that were waiting for a version (first state, chain). */
+  _buildWaiting() {
+    for (const command of this._pending.values()) {
+      if (command.text === null && this._buildable(command)) {
+        this._build(command);
+        this._sendCommand(command);
+      }
+    }
   }
 
   /** @param {any} raw */
@@ -616,6 +934,25 @@ export class BatchChannel extends Emitter {
         this._emit('error', new CommandError(frame.code || 'error', frame.message));
         break;
       case 'pong':
+        if (this._syncPending) {
+          this._syncPending = false;
+          // A member's group is among what the server sends first; not mentioned: out of it.
+          if (this._groupUnconfirmed) this.group = null;
+          this._groupUnconfirmed = false;
+          this._emit('synced', { connects: this.connects });
+        }
+        break;
+      case 'group':
+        this._advancePos(frame.pos);
+        this._groupUnconfirmed = false;
+        // The membership as last told (for listeners that attach later).
+        if (frame.joined !== false) this.group = frame;
+        else if (this.group && (!frame.group || frame.group === this.group.group)) this.group = null;
+        this._emit(frame.type, frame);
+        break;
+      case 'group_msg':
+        this._advancePos(frame.pos);
+        this._emit(frame.type, frame);
         break;
       default:
         this._emit('error', new CommandError('bad_frame', `unknown frame type ${JSON.stringify(frame && frame.type)}`));
@@ -640,14 +977,7 @@ export class BatchChannel extends Emitter {
     this._advancePos(frame.pos);
     const resync = !!frame.resync || wasAwaiting;
     // Versioned commands issued before the first state are built now.
-    if (previousVersion === null) {
-      for (const command of this._pending.values()) {
-        if (command.scope === name && command.text === null) {
-          this._build(command);
-          this._sendCommand(command);
-        }
-      }
-    }
+    if (previousVersion === null) this._buildWaiting();
     if (resync) this._emit('resync', { scope: name, version, data: state.data });
     /** @type {SessionEvent} */
     const event = {
@@ -712,7 +1042,10 @@ export class BatchChannel extends Emitter {
   }
 
   /**
-   * Settles a command on `ack` (error null) or `fail`.
+   * Settles a command on `ack` (error null) or `fail`. A patch settles once
+   * the local copy has reached the version the server reported; a chained
+   * patch also waits for the patch it depends on (their answers may come by
+   * different routes, in any order).
    * @param {any} frame
    * @param {CommandError|null} error
    */
@@ -720,13 +1053,63 @@ export class BatchChannel extends Emitter {
     const command = this._pending.get(frame.id);
     if (!command) return; // not ours, or already answered (a duplicate answer)
     this._pending.delete(frame.id);
-    const settle = error
-      ? () => command.reject(error)
-      : () => command.resolve({ id: command.id, version: frame.version });
+    command.answered = true;
     const version = frame.version ?? 0;
-    const known = this._scopes.has(command.scope);
-    if (typeof version === 'number' && known) this._waitFor(command.scope, version, settle, this._settleTimeout);
+    const finish = () => {
+      const broken = command.brokenBy;
+      if (broken) {
+        // The patch it depended on failed: it fails with it, whatever the server said.
+        const failure = error
+          ? new CommandError(broken.code, `${broken.message} (an earlier patch of this chain failed)`, error.version)
+          : new CommandError(
+              'chain_broken',
+              'the patch was applied on a version another client wrote: the earlier patch of its chain failed',
+              version,
+            );
+        if (!error) /** @type {any} */ (failure).applied = true;
+        /** @type {any} */ (failure).cause = broken;
+        this._settleFailed(command, failure);
+      } else if (error) this._settleFailed(command, error);
+      else {
+        command.markDone(true);
+        command.resolve(command.type === 'patch' ? { id: command.id, version } : { id: command.id, version, group: frame.group || '' });
+      }
+    };
+    const settle = () => {
+      const after = command.after;
+      if (after && !command.brokenBy) {
+        after.done.then((ok) => {
+          if (!ok && !command.brokenBy) command.brokenBy = after.error || new CommandError('closed', 'the channel was closed');
+          finish();
+        });
+      } else finish();
+    };
+    const known = command.scope !== null && this._scopes.has(command.scope);
+    if (typeof version === 'number' && known) this._waitFor(/** @type {string} */ (command.scope), version, settle, this._settleTimeout);
     else settle();
+  }
+
+  /**
+   * Rejects a command, and with it every later patch of its chain: one not
+   * sent yet fails at once, one already sent when its own answer comes.
+   * @param {Command} command
+   * @param {CommandError} error
+   */
+  _settleFailed(command, error) {
+    command.error = error;
+    command.markDone(false);
+    command.reject(error);
+    for (const dependent of [...this._pending.values()]) {
+      if (dependent.after !== command || dependent.brokenBy) continue;
+      dependent.brokenBy = error;
+      if (!dependent.sent) {
+        this._pending.delete(dependent.id);
+        dependent.answered = true;
+        const failure = new CommandError(error.code, `${error.message} (an earlier patch of this chain failed)`, error.version);
+        /** @type {any} */ (failure).cause = error;
+        this._settleFailed(dependent, failure);
+      }
+    }
   }
 
   /**

@@ -25,10 +25,12 @@ import { CommandError } from './cohort.js';
  * @property {(input: string, init?: any) => Promise<any>} fetch
  * @property {string} method
  * @property {string} url absolute URL
- * @property {string} [body] request body (sent as is)
+ * @property {any} [body] request body (sent as is: a string, Blob, ArrayBuffer, FormData)
  * @property {string} [contentType] default `application/json` when there is a body
  * @property {string} [commandId] sent as `X-Cohort-Command-Id` on every attempt
  * @property {Record<string, string>} [headers]
+ * @property {'auto'|'file'} [as] how to read the answer: `auto` (JSON when it says so, else
+ *   text) or `file` (JSON parsed, text as a string, anything else as a Blob)
  *
  * @typedef {Object} HttpResponse
  * @property {number} status
@@ -103,7 +105,11 @@ const delay = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, m
 async function attempt(request, timeout) {
   /** @type {Record<string, string>} */
   const headers = { ...(request.headers || {}) };
-  if (request.body !== undefined) headers['content-type'] = request.contentType || 'application/json';
+  if (request.body !== undefined && request.contentType !== '') {
+    // A Blob or FormData says its own type (FormData: with the multipart boundary).
+    const own = typeof FormData !== 'undefined' && request.body instanceof FormData;
+    if (!own) headers['content-type'] = request.contentType || 'application/json';
+  }
   if (request.commandId) headers['x-cohort-command-id'] = request.commandId;
   const controller = typeof AbortController === 'function' ? new AbortController() : null;
   /** @type {any} */
@@ -125,8 +131,12 @@ async function attempt(request, timeout) {
         body: request.body,
         signal: controller ? controller.signal : undefined,
       });
+      const type = res.headers.get('content-type');
+      if (request.as === 'file' && res.status >= 200 && res.status < 300 && !(type && /json|^text\//i.test(type))) {
+        return { status: res.status, body: await res.blob(), headers: res.headers };
+      }
       const text = await res.text();
-      return { status: res.status, body: parseBody(text, res.headers.get('content-type')), headers: res.headers };
+      return { status: res.status, body: parseBody(text, type), headers: res.headers };
     })();
     call.catch(() => {}); // lost the race against the timeout: nobody listens any more
     return await Promise.race([call, timeoutPromise]);

@@ -3,8 +3,9 @@
  * @cohort/client: the browser entry (no dependencies).
  *
  * - `connect(options)` -> BatchChannel: the modern core (cohort.js)
- * - `createJatos(channel)` -> the jatos.js-compatible API (jatos.js), with the
- *   study run (run.js: init, onLoad, study session, component flow, ending)
+ * - `createJatos(channel)` -> the jatos.js-compatible API (jatos.js), with
+ *   groups (groups.js), the study run (run.js: init, onLoad, study session,
+ *   component flow, ending) and results (results.js)
  * - `startPage(jatos)`: load the run on a component page (run.js)
  * - `connectParticipant(linkUrl, {WebSocket})`: a participant without a
  *   browser, entering through a study link (bot.js)
@@ -24,13 +25,18 @@ export {
   comparePos,
   connect,
   fullJitterBackoff,
+  runOfToken,
 } from './cohort.js';
 export {
   JATOS_COMPAT_VERSION,
   createJatos,
   installBatchSession,
+  installConnectionEvents,
   installErrorHandling,
 } from './jatos.js';
+export { installGroups } from './groups.js';
+export { installResults } from './results.js';
+export { createSessionApi, withCallbacks } from './session-api.js';
 export {
   HEARTBEAT_PERIOD,
   HTTP_RETRY,

@@ -203,11 +203,11 @@ export function installStudyRun(jatos, host) {
   /**
    * @param {string} method
    * @param {string} url
-   * @param {{body?: string, contentType?: string, commandId?: string, retry?: boolean}} [options]
+   * @param {{body?: any, contentType?: string, commandId?: string, retry?: boolean, as?: 'auto'|'file'}} [options]
    */
   const http = (method, url, options = {}) =>
     httpRequest(
-      { fetch: host.fetch, method, url, body: options.body, contentType: options.contentType, commandId: options.commandId },
+      { fetch: host.fetch, method, url, body: options.body, contentType: options.contentType, commandId: options.commandId, as: options.as },
       {
         httpTimeout: jatos.httpTimeout,
         httpRetry: options.retry === false ? 0 : jatos.httpRetry,
@@ -229,6 +229,21 @@ export function installStudyRun(jatos, host) {
 
   /** @returns {Promise<void>} resolves when every write queued so far has settled */
   const writesSettled = () => enqueue(async () => {});
+
+  /**
+   * What other parts (results.js) need of the run: its URLs, the HTTP calls
+   * with the jatos.js retry settings, the write queue and command ids.
+   */
+  jatos._run = {
+    url: runUrl,
+    http,
+    enqueue,
+    commandId: newCommandId,
+    /** @returns {number|null} the position (1-based) of the page's component */
+    pos: () => (run ? run.pos : null),
+    /** @returns {boolean} */
+    loaded: () => loaded,
+  };
 
   // ------------------------------------------------------------- heartbeat
 
@@ -423,32 +438,22 @@ export function installStudyRun(jatos, host) {
   // ----------------------------------------------------------- result data
 
   /**
-   * Result data given to start*Component / endStudy. Result storage comes
-   * with its own issue: until the server has POST /r/<runKey>/result-data,
-   * the data is offered there and a 404/405 is taken as "not stored" without
-   * failing the flow. TODO(results): submitResultData / appendResultData and
-   * a real answer once the endpoint exists.
+   * Result data given to start*Component / endStudy: stored as the
+   * component's result data (`jatos.submitResultData`, results.js), in the
+   * write queue, so the navigation waits for it. A failure is reported to
+   * `jatos.onError` and the flow goes on (as jatos.js, which navigates
+   * anyway); a server without result storage (`not_available`) is not reported.
    * @param {any} resultData
    * @returns {Promise<{stored: boolean, error?: any}>}
    */
-  const offerResultData = (resultData) => {
-    const body = typeof resultData === 'string' ? resultData : JSON.stringify(resultData);
-    const url = runUrl('result-data');
-    const commandId = newCommandId('rd');
-    return enqueue(() =>
-      http('POST', url, { body, contentType: 'text/plain; charset=UTF-8', commandId }).then(
-        () => ({ stored: true }),
-        (error) => {
-          const status = /** @type {any} */ (error).status;
-          if (status !== 404 && status !== 405) {
-            // Reported, but the flow goes on (as jatos.js, which navigates anyway).
-            jatos._reportError(error, undefined);
-          }
-          return { stored: false, error };
-        },
-      ),
+  const offerResultData = (resultData) =>
+    jatos._storeResultData(resultData, false).then(
+      () => ({ stored: true }),
+      (/** @type {any} */ error) => {
+        if (error.code !== 'not_available') jatos._reportError(error, undefined);
+        return { stored: false, error };
+      },
     );
-  };
   jatos._offerResultData = offerResultData;
 
   // -------------------------------------------------------- component flow
@@ -839,6 +844,8 @@ export function installStudyRun(jatos, host) {
     obj.workerId = jatos.workerId;
     obj.studyResultId = jatos.studyResultId;
     obj.componentResultId = jatos.componentResultId;
+    obj.groupResultId = jatos.groupResultId ?? null;
+    obj.groupMemberId = jatos.groupMemberId ?? null;
     return obj;
   };
 }

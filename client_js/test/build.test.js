@@ -2,7 +2,8 @@
 // system in a browser-like global, and works against a REAL gateway.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +41,31 @@ describe('dist/jatos.js (classic script)', () => {
     assert.equal(run.status, 0, run.stderr || run.stdout);
   });
 
+  test('types/*.d.ts are up to date with the JSDoc in src/ (npm run types)', { timeout: 120000 }, () => {
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    assert.ok(existsSync(tsc), 'typescript is a devDependency: run `npm ci` in client_js');
+    const out = mkdtempSync(join(tmpdir(), 'cohort-types-'));
+    try {
+      const run = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.types.json'), '--outDir', out], {
+        encoding: 'utf8',
+        cwd: root,
+      });
+      assert.equal(run.status, 0, run.stdout + run.stderr);
+      const fresh = readdirSync(out).sort();
+      const committed = readdirSync(join(root, 'types')).sort();
+      assert.deepEqual(committed, fresh, 'the same files: run `npm run types` in client_js');
+      for (const file of fresh) {
+        assert.equal(
+          readFileSync(join(root, 'types', file), 'utf8'),
+          readFileSync(join(out, file), 'utf8'),
+          `types/${file} is out of date: run \`npm run types\` in client_js`,
+        );
+      }
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   test('defines the jatos and cohort globals without a module system', () => {
     const g = loadClassicBuild();
     assert.equal(typeof g.jatos, 'object');
@@ -49,6 +75,14 @@ describe('dist/jatos.js (classic script)', () => {
     }
     assert.equal(g.jatos.batchSessionVersioning, true);
     assert.equal(typeof g.jatos.onBatchSession, 'function');
+    // Groups, results and the extensions are in the classic build too.
+    for (const name of ['joinGroup', 'leaveGroup', 'reassignGroup', 'setGroupFixed', 'sendGroupMsg', 'sendGroupMsgTo', 'hasJoinedGroup',
+      'isMaxActiveMemberReached', 'isMaxActiveMemberOpen', 'isGroupOpen', 'submitResultData', 'appendResultData',
+      'uploadResultFile', 'downloadResultFile', 'log', 'onConnected', 'onDisconnected', 'isConnected', 'showOverlay']) {
+      assert.equal(typeof g.jatos[name], 'function', name);
+    }
+    for (const name of ['update', 'increment', 'set', 'find']) assert.equal(typeof g.jatos.groupSession[name], 'function', name);
+    assert.equal(typeof g.jatos.batchSession.update, 'function');
     assert.equal(typeof g.cohort.connect, 'function');
     assert.equal(typeof g.cohort.applyPatch, 'function');
     assert.deepEqual(g.cohort.applyPatch({}, [{ op: 'add', path: '/a', value: 1 }]), { a: 1 });

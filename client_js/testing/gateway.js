@@ -54,11 +54,16 @@ export async function api(method, path, body, gw = 0) {
 
 let batchCounter = 0;
 
-/** Creates a fresh batch; returns its id. */
-export async function createBatch(label = 'client_js test') {
+/**
+ * Creates a fresh batch; returns its id.
+ * @param {string} [label]
+ * @param {{max_active_members?: number, max_total_members?: number, form_by_arrival?: number, arrival_timeout_s?: number}} [groups]
+ *   group limits (none by default)
+ */
+export async function createBatch(label = 'client_js test', groups = undefined) {
   batchCounter += 1;
   const id = `js-${Date.now().toString(36)}-${process.pid}-${batchCounter}`;
-  const res = await api('POST', '/api/batches', { id, label });
+  const res = await api('POST', '/api/batches', groups ? { id, label, groups } : { id, label });
   if (res.status !== 201) throw new Error(`POST /api/batches: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body.id;
 }
@@ -169,10 +174,20 @@ export function session(t) {
 /**
  * A fresh batch with `n` participants (tokens issued on alternating gateways).
  * @param {number} n
+ * @param {{groups?: any, parallel?: number}} [options] group limits of the batch;
+ *   how many tokens to ask for at once (default 1)
  */
-export async function freshBatch(n = 1) {
-  const batchId = await createBatch();
-  const participants = [];
-  for (let i = 0; i < n; i++) participants.push(await addParticipant(batchId, i));
+export async function freshBatch(n = 1, { groups, parallel = 1 } = {}) {
+  const batchId = await createBatch('client_js test', groups);
+  /** @type {any[]} */
+  const participants = new Array(n);
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      participants[i] = await addParticipant(batchId, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, parallel) }, worker));
   return { batchId, participants };
 }
