@@ -55,7 +55,7 @@ async def admin_token_guard(connection: ASGIConnection, handler: BaseRouteHandle
     """The admin-token guard of gateway.app (imported late: gateway.app imports us)."""
     from gateway.app import admin_guard
 
-    admin_guard(connection, handler)
+    await admin_guard(connection, handler)
 
 
 def error(status: int, code: str, message: str) -> Response[Any]:
