@@ -12,6 +12,7 @@
     cohort export BATCH [--format jatos|data|metadata-json|metadata-csv|wide-csv|payments] [-o FILE]
     cohort replay BATCH --scope S [--at POS|TIME]
     cohort timeline export BATCH [-o FILE] | cohort timeline stats BATCH
+    cohort loadtest SCENARIO --url URL [--token T] [--participants N] [--duration S] [--rate R]
     cohort test [pytest arguments...]
 
 Every subcommand takes ``--log-level``. The service processes read their
@@ -95,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     from services.timeline_cli import add_commands as add_timeline_commands
 
     add_timeline_commands(sub, common)
+    from services.loadtest import add_loadtest_command
+
+    add_loadtest_command(sub, common)
     add(
         "test",
         cmd_test,
