@@ -145,13 +145,7 @@ class StudySummary(msgspec.Struct, kw_only=True):
     created_by: str | None = None
 
 
-class StudyInfo(msgspec.Struct, kw_only=True):
-    id: str
-    uuid: str
-    title: str
-    current_version: int
-    created_at: datetime
-    created_by: str | None = None
+class StudyInfo(StudySummary, kw_only=True):
     members: list[str] = msgspec.field(default_factory=list)
     versions: list[VersionInfo] = msgspec.field(default_factory=list)
 

@@ -2931,6 +2931,7 @@ function randomId() {
 
 const { connect, CommandError } = __cohort;
 const { httpRequest, randomId } = __http;
+const { withCallbacks: settle } = __session_api;
 
 /**
  * @typedef {Object} EndPageInfo
@@ -3001,31 +3002,6 @@ function componentPageUrl(run, component) {
     .map(encodeURIComponent)
     .join('/');
   return `${run.origin}${run.prefix}/r/${run.runKey}/c/${component.position}/${file}`;
-}
-
-/**
- * Settles a JATOS-style call: returns the promise and calls the callbacks
- * (before the promise's own handlers); a failure goes to `onFail`, else to
- * `jatos.onError`. With an `onFail` the rejection counts as handled.
- * @param {any} jatos
- * @param {Promise<any>} promise
- * @param {Function|undefined} onSuccess
- * @param {Function|undefined} onFail
- * @returns {Promise<any>}
- */
-function settle(jatos, promise, onSuccess, onFail) {
-  const result = promise.then(
-    (value) => {
-      if (typeof onSuccess === 'function') onSuccess(value);
-      return value;
-    },
-    (error) => {
-      jatos._reportError(error, onFail);
-      throw error;
-    },
-  );
-  if (typeof onFail === 'function') result.catch(() => {});
-  return result;
 }
 
 /**

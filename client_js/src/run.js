@@ -22,6 +22,7 @@
 
 import { connect, CommandError } from './cohort.js';
 import { httpRequest, randomId } from './http.js';
+import { withCallbacks as settle } from './session-api.js';
 
 /**
  * @typedef {Object} EndPageInfo
@@ -92,31 +93,6 @@ export function componentPageUrl(run, component) {
     .map(encodeURIComponent)
     .join('/');
   return `${run.origin}${run.prefix}/r/${run.runKey}/c/${component.position}/${file}`;
-}
-
-/**
- * Settles a JATOS-style call: returns the promise and calls the callbacks
- * (before the promise's own handlers); a failure goes to `onFail`, else to
- * `jatos.onError`. With an `onFail` the rejection counts as handled.
- * @param {any} jatos
- * @param {Promise<any>} promise
- * @param {Function|undefined} onSuccess
- * @param {Function|undefined} onFail
- * @returns {Promise<any>}
- */
-function settle(jatos, promise, onSuccess, onFail) {
-  const result = promise.then(
-    (value) => {
-      if (typeof onSuccess === 'function') onSuccess(value);
-      return value;
-    },
-    (error) => {
-      jatos._reportError(error, onFail);
-      throw error;
-    },
-  );
-  if (typeof onFail === 'function') result.catch(() => {});
-  return result;
 }
 
 /**
