@@ -276,7 +276,8 @@ SELECT
   (SELECT coalesce(json_agg(json_build_array(run_id, pos, round, data_size, files_size)), '[]')
     FROM component_results WHERE run_id = ANY($1::text[])) AS usage,
   (SELECT coalesce(json_agg(json_build_array(run_id, command_id, response)), '[]')
-    FROM result_commands WHERE run_id = ANY($1::text[]) AND command_id = ANY($2::text[])) AS seen
+    FROM unnest($3::text[], $2::text[]) AS k(run_id, command_id)
+    JOIN result_commands USING (run_id, command_id)) AS seen
 """
 # And one for everything it writes: replacements, appends, idempotency keys.
 _WRITE = """
@@ -429,10 +430,12 @@ class ResultWriter:
     async def _write_batch(self, conn: asyncpg.Connection, batch: list[_Write]
                            ) -> list[Answer | BaseException]:
         run_ids = sorted({write.run_id for write in batch})
-        keyed = [write.command_id for write in batch if write.command_id is not None]
+        keyed = [w for w in batch if w.command_id is not None]
         async with conn.transaction():
             await conn.fetchval(_LOCK_RUNS, run_ids)
-            found = await conn.fetchrow(_READ, run_ids, keyed)
+            # Idempotency keys are looked up as (run, key) pairs: the primary key.
+            found = await conn.fetchrow(_READ, run_ids, [w.command_id for w in keyed],
+                                        [w.run_id for w in keyed])
             states = {run: state for run, state in msgspec.json.decode(found["runs"])}
             sizes: dict[tuple[str, int, int], int] = {}
             totals: dict[str, int] = collections.defaultdict(int)

@@ -65,3 +65,15 @@ def setup_logging(level: str, process: str) -> None:
         logger.handlers.clear()
         logger.propagate = True
     logging.captureWarnings(True)
+
+
+def run_loop(main: Any) -> Any:
+    """Run a process's main coroutine on uvloop where it is installed (uvicorn[standard]
+    brings it on Linux), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -473,6 +473,10 @@ class LeanSocket(asyncio.Protocol):
         self.send_text(text.encode() if isinstance(text, str) else text)
 
     async def close(self) -> None:
+        if self.transport is None:  # never connected
+            if not self.done.done():
+                self.done.set_result(None)
+            return
         if self._open:
             self._frame(0x8, (1000).to_bytes(2, "big"))
             self._open = False
