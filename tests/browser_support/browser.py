@@ -57,6 +57,18 @@ def ensure_installed() -> None:
         raise BrowserError(f"npm ci in {HERE} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
+async def require_browser() -> None:
+    """In a test: skip without a Chromium, fail when its driver cannot be installed."""
+    import pytest
+
+    if chromium_path() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium, or COHORT_CHROMIUM)")
+    try:
+        await asyncio.to_thread(ensure_installed)
+    except BrowserError as exc:
+        pytest.fail(str(exc))
+
+
 class Chromium:
     """One headless Chromium (one persistent context) and its pages (page 0 at start)."""
 

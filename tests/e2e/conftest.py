@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -11,7 +10,10 @@ from typing import Any
 import pytest
 
 from services.participant import Participant
-from tests.browser_support.browser import BrowserError, Chromium, chromium_path, ensure_installed
+from tests.browser_support.browser import (
+    Chromium,
+    require_browser,
+)
 from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -35,12 +37,7 @@ def make_stack(redis_url: str, database_url: str, make_prefix: Callable[[], str]
 
 @pytest.fixture
 async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    if chromium_path() is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium, or COHORT_CHROMIUM)")
-    try:
-        await asyncio.to_thread(ensure_installed)
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+    await require_browser()
     async with Chromium.launch(tmp_path) as browser:
         yield browser
         problems = [entry for entry in await browser.logs() if entry["type"] == "pageerror"]

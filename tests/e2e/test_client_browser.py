@@ -28,7 +28,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.browser_support.browser import BrowserError, Chromium, chromium_path, ensure_installed
+from tests.browser_support.browser import (
+    Chromium,
+    require_browser,
+)
 from tests.e2e.stack import REPO, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -138,12 +141,7 @@ async def publish_example(stack: Stack) -> list[str]:
 @contextlib.asynccontextmanager
 async def browsers(tmp_path: Path, count: int) -> AsyncIterator[list[Chromium]]:
     """``count`` Chromium processes, each with its own fresh profile."""
-    if chromium_path() is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium, or COHORT_CHROMIUM)")
-    try:
-        await asyncio.to_thread(ensure_installed)
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+    await require_browser()
     async with contextlib.AsyncExitStack() as stack:
         opened = []
         for i in range(count):
