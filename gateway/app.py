@@ -167,7 +167,7 @@ async def demo_page(request: Request) -> Response[Any] | File:
     if not request.app.state.settings.demo:
         return error(404, "not_found", "the demo is off (COHORT_DEMO)")
     return File(STATIC / "demo.html", content_disposition_type="inline",
-                media_type="text/html; charset=utf-8")
+                media_type="text/html")
 
 
 @get("/", include_in_schema=False)
