@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.batches import group_limits, open_batch
 from gateway.channel import serve_channel
+from gateway.closing import make_close_route
 from gateway.console import batch_guard, console_routes
 from gateway.experimenter import ApiProblem, authenticate, experimenter_routes
 from gateway.hub import Hub
@@ -147,7 +148,8 @@ async def issue_ticket(request: Request, batch_id: str) -> Response[Any]:
         id="start", batch=batch_id, run=run_id, gw=hub_of(request).gateway_id,
         link_type="api", reloadable=[True], active=[True]))
     if not outcome.ok:
-        return error(503, outcome.code, outcome.message)
+        return error(410 if outcome.code == "batch_closed" else 503, outcome.code,
+                     outcome.message)
     await hub_of(request).mark_seen(batch_id, run_id, force=True)
     token = request.app.state.signer.issue(run_id, batch_id)
     return Response(ParticipantTicket(token, run_id, batch_id, ws_url(request, batch_id, token)),
@@ -247,8 +249,10 @@ def create_app(settings: Settings) -> Litestar:
         if settings.demo:
             await pg.execute("INSERT INTO batches (id, label) VALUES ($1, $2) "
                              "ON CONFLICT DO NOTHING", DEMO_BATCH, "Demo")
-            outcome = await open_batch(hub, DEMO_BATCH, "Demo")
-            if not outcome.ok and outcome.code != "batch_exists":
+            closed = await pg.fetchval("SELECT closed_at IS NOT NULL FROM batches "
+                                       "WHERE id = $1", DEMO_BATCH)
+            outcome = await open_batch(hub, DEMO_BATCH, "Demo") if not closed else None
+            if outcome is not None and not outcome.ok and outcome.code != "batch_exists":
                 log.error("could not open the demo batch", extra={"code": outcome.code})
         log.info("gateway up", extra={"gateway": hub.gateway_id, "port": settings.port})
         try:
@@ -271,7 +275,8 @@ def create_app(settings: Settings) -> Litestar:
                         livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
                         *results_routes, experimenter_routes, results_export_routes,
                         live_routes, console_channel, console_routes,
-                        *make_replay_routes(batch_guard), *client_routes],
+                        *make_replay_routes(batch_guard), make_close_route(batch_guard),
+                        *client_routes],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Cohort", version="0.1.0", path="/schema",

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from gateway import metrics
-from gateway.connection import Connection
+from gateway.connection import CLOSE_BATCH_CLOSED, Connection
 from gateway.hub import Hub
 from gateway.messages import (
     ErrorFrame,
@@ -78,6 +78,10 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
                      CLOSE_NOT_FOUND)
         return
 
+    if view.state.closed:
+        await refuse(socket, "batch_closed", f"batch {batch_id} is closed", CLOSE_BATCH_CLOSED)
+        return
+
     async def send(frame: str) -> None:
         await socket.send({"type": "websocket.send", "text": frame})
 
@@ -88,10 +92,12 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
         overflow_window_s=settings.overflow_window_s,
     )
     hub.attach(conn, socket.query_params.get("since"))
-    await hub.mark_seen(batch_id, claims.run, force=True)
+    # The sender starts before the last-seen mark: the state goes out while the
+    # mark waits for its (shared) write.
     sender = asyncio.create_task(conn.run_sender())
     receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
     try:
+        await hub.mark_seen(batch_id, claims.run, force=True)
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         hub.detach(conn)
@@ -100,9 +106,10 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if conn.close_code is not None:
-            log.info("closing a connection that overflowed", extra={"run": conn.run})
+            log.info("closing a connection", extra={"run": conn.run,
+                                                    "reason": conn.close_reason})
             with contextlib.suppress(Exception):
-                await socket.close(code=conn.close_code, reason="overflow")
+                await socket.close(code=conn.close_code, reason=conn.close_reason)
 
 
 async def _receive(socket: Any, conn: Connection, hub: Hub, settings: Settings,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 Send = Callable[[str], Awaitable[None]]
 
 CLOSE_OVERFLOW = 4408
+CLOSE_BATCH_CLOSED = 4410
 
 
 class Connection:
@@ -51,6 +52,9 @@ class Connection:
         self._overflows: deque[float] = deque()
         self.needs_resync = False
         self.close_code: int | None = None
+        self.close_reason = "overflow"
+        # Set by ``finish``: close with this code once the queue is written.
+        self._finish_code: int | None = None
         self.frames_sent = 0
         self.resyncs = 0
 
@@ -79,6 +83,12 @@ class Connection:
             self._overflows.popleft()
         if len(self._overflows) >= self._max_overflows:
             self.close_code = CLOSE_OVERFLOW
+
+    def finish(self, code: int, reason: str) -> None:
+        """Write what is queued (the error frame saying why), then close."""
+        self._finish_code = code
+        self.close_reason = reason
+        self._wake.set()
 
     def request_resync(self) -> None:
         """The client asked (or the gateway decided) to send full state again."""
@@ -110,3 +120,6 @@ class Connection:
                 self._queued -= len(frame)
                 await self._send(frame)
                 self.frames_sent += 1
+            if self._finish_code is not None and not self._queue:
+                self.close_code = self._finish_code
+                return

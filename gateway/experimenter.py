@@ -101,7 +101,7 @@ def _http_response(_: Request, exc: HTTPException) -> Response[ApiError]:
 _IMPORT_STATUS = {"forbidden": 403, "study_not_found": 404, "not_found": 400,
                   "too_large": 413, "too_many_files": 413}
 _CATALOG_STATUS = {"study_not_found": 404, "batch_not_found": 404, "batch_exists": 409,
-                   "code_collision": 409}
+                   "code_collision": 409, "batch_closed": 409}
 _ACCOUNT_STATUS = {"account_exists": 409, "account_not_found": 404, "study_not_found": 404}
 
 

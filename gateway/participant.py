@@ -73,6 +73,7 @@ REFUSAL_PAGES = {
     "link_not_found": (404, "This link does not exist", "Please check the link you were given."),
     "link_used": (403, "This link has been used", "Each personal link can be used only once."),
     "batch_inactive": (403, "This study is not open", "It is not running at the moment."),
+    "batch_closed": (410, "This study has ended", "It takes no more participants. Thank you!"),
     "batch_full": (403, "This study is full", "It has all the participants it needs. Thank you!"),
     "link_type_not_allowed": (403, "This link is not open", "This kind of link is switched off."),
     "study_not_found": (404, "This study does not exist", "Please check the link."),
@@ -121,6 +122,8 @@ def claims_of(request: Request, key: str) -> ParticipantClaims | None:
 async def open_live_batch(request: Request, batch_id: str) -> None:
     """Open a Postgres batch in the event log, with its group limits."""
     batch = await catalog.get_batch(request.app.state.pg, batch_id)
+    if batch is not None and batch.closed_at is not None:
+        return  # closed meanwhile: it never opens again (the run is refused by the log)
     await open_batch(hub_of(request), batch_id, batch.label if batch else "",
                      group_limits(batch) if batch else None)
 

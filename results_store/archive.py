@@ -27,6 +27,14 @@ short, per batch and pass:
    some), fold the events in between and archive a snapshot every N events, so a
    replay to any position folds at most about N events.
 
+5. **Closed batches.** A batch whose last event is ``batch_closed`` is archived to
+   its end (no events kept in Redis), the final state is archived as a snapshot at
+   that position, ``on_closed`` is called with it (the finalizer records the runs'
+   ends), an ``archived_batches`` row is written, and only then are all of the
+   batch's keys deleted and the batch taken out of its partition's set. A crash
+   anywhere repeats the remaining steps on the next pass (the row tells a batch
+   whose stream is gone already).
+
 A per-batch advisory lock (transaction-scoped) serializes finalizers, so two may
 run at once. ``checkpoint(step)`` is called at "after_copy" (the segment is in
 the open transaction) and "after_commit" (committed, not trimmed): the crash
@@ -37,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -102,14 +110,18 @@ class BatchReport(msgspec.Struct):
     trimmed: int = 0
     # Work left for the next pass (a snapshot gap bigger than this pass's budget).
     more: bool = False
+    # A closed batch archived to its end and removed from Redis in this pass.
+    removed: bool = False
 
 
 class Archiver:
     def __init__(self, redis: Redis, pool: asyncpg.Pool, keys: Keys, *, keep: int = 5000,
                  batch_size: int = 5000, keep_snapshots: int = 5, snapshot_every: int = 500,
                  gap_limit: int = 0, fill_budget: int = 100_000,
-                 checkpoint: Callable[[str], None] | None = None) -> None:
+                 checkpoint: Callable[[str], None] | None = None,
+                 on_closed: Callable[[str, BatchState], Awaitable[None]] | None = None) -> None:
         self.redis = redis
+        self.on_closed = on_closed
         self.pool = pool
         self.keys = keys
         self.keep = keep
@@ -130,7 +142,9 @@ class Archiver:
 
     @classmethod
     def from_settings(cls, redis: Redis, pool: asyncpg.Pool, settings: Any,
-                      checkpoint: Callable[[str], None] | None = None) -> Archiver:
+                      checkpoint: Callable[[str], None] | None = None,
+                      on_closed: Callable[[str, BatchState], Awaitable[None]] | None = None,
+                      ) -> Archiver:
         every = max(1, settings.snapshot_every)
         return cls(
             redis, pool, Keys(settings.key_prefix, settings.partitions),
@@ -138,7 +152,7 @@ class Archiver:
             batch_size=settings.archive_batch,
             keep_snapshots=1 + settings.resume_window // every,
             snapshot_every=every, gap_limit=2 * every + settings.command_batch,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint, on_closed=on_closed,
         )
 
     # -- passes ----------------------------------------------------------------
@@ -159,17 +173,21 @@ class Archiver:
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in batch_ids:
             pipe.xrevrange(self.keys.events(batch_id), "+", "-", count=1)
-        lasts = [entries[0][0] if entries else b"" for entries in await pipe.execute()]
+        lasts = [entries[0] if entries else (b"", {}) for entries in await pipe.execute()]
         now_ms = int(time.time() * 1000)
-        for batch_id, last in zip(batch_ids, lasts, strict=True):
-            if self._quiet.get(batch_id) == last:
+        for batch_id, (last, fields) in zip(batch_ids, lasts, strict=True):
+            # Closed (or closed and partly removed: no stream left, see close_batch).
+            closing = not last or decode_head(fields[b"e"]).kind == "batch_closed"
+            if not closing and self._quiet.get(batch_id) == last:
                 continue
             try:
-                report = await self.archive_batch(batch_id)
+                report = await (self.close_batch(batch_id) if closing
+                                else self.archive_batch(batch_id))
             except Exception:
                 log.exception("archiving failed", extra={"batch": batch_id})
                 continue
-            if report.events or report.snapshots or report.trimmed or report.erased_runs:
+            if (report.events or report.snapshots or report.trimmed or report.erased_runs
+                    or report.removed):
                 log.info("archived", extra=msgspec.to_builtins(report))
             reports.append(report)
             # No event for a while: the worker's idle snapshot is written and copied,
@@ -264,9 +282,10 @@ class Archiver:
             next_after(upto)), approximate=False))
 
     async def archive_segment(self, batch_id: str, bound: Key, limit: int,
-                              report: BatchReport) -> int:
+                              report: BatchReport, trim: bool = True) -> int:
         """Copy up to ``limit`` events after the watermark, at or before ``bound``, in
-        one transaction; then trim them. Returns how many were copied."""
+        one transaction; then trim them (unless ``trim`` is false: a closing batch
+        keeps its stream until all of it goes). Returns how many were copied."""
         stream = self.keys.events(batch_id)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
@@ -314,8 +333,9 @@ class Archiver:
         last_key = (last[1], last[2])
         report.events += len(records)
         report.segments += 1
-        report.trimmed += await self.trim(batch_id, last_key)
-        await self._release_study_sessions(batch_id, writes, ended | aborted)
+        if trim:
+            report.trimmed += await self.trim(batch_id, last_key)
+            await self._release_study_sessions(batch_id, writes, ended | aborted)
         return len(records)
 
     async def _copy_study_sessions(self, conn: asyncpg.Connection, batch_id: str,
@@ -375,6 +395,77 @@ class Archiver:
                 stale += 1
         if stale:
             await pipe.execute()
+
+    # -- closed batches --------------------------------------------------------
+
+    async def close_batch(self, batch_id: str) -> BatchReport:
+        """Archive a closed batch to its end, then remove it from Redis (step 5)."""
+        report = BatchReport(batch_id)
+        entries = await self.redis.xrevrange(self.keys.events(batch_id), "+", "-", count=1)
+        if entries:
+            closed_at = key_of(entries[0][0].decode())
+            await self.copy_snapshots(batch_id, report)
+            while await self.archive_segment(batch_id, closed_at, self.batch_size, report,
+                                             trim=False):
+                pass
+            await self.fill_snapshot_gaps(batch_id, report)
+            if report.more:
+                return report  # a long gap to fill first; the next pass goes on
+            final = await self.replay.state_at(batch_id, closed_at)
+            if not final.closed or key_of(final.pos) != closed_at:
+                log.error("closed batch does not replay to its close", extra={
+                    "batch": batch_id, "pos": final.pos})
+                return report
+            data = encode_state(final)
+            await self.pool.execute(
+                "INSERT INTO archived_snapshots (batch_id, ms, seq, pos, events, state, source) "
+                "VALUES ($1, $2, $3, $4, $5, $6, 'finalizer') ON CONFLICT DO NOTHING",
+                batch_id, *closed_at, final.pos, events_in(data), data)
+            if self.on_closed is not None:
+                await self.on_closed(batch_id, final)
+            closed_event = await self.pool.fetchval(
+                "SELECT payload::text FROM archived_events WHERE batch_id = $1 AND ms = $2 "
+                "AND seq = $3", batch_id, *closed_at)
+            await self.pool.execute(
+                "INSERT INTO archived_batches (batch_id, closed_pos, closed_ms, closed_seq, "
+                "events, runs_ended) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                batch_id, final.pos, *closed_at, events_in(data),
+                msgspec.json.decode(closed_event).get("runs_ended", 0))
+        else:
+            row = await self.pool.fetchrow(
+                "SELECT s.state FROM archived_batches b JOIN archived_snapshots s ON "
+                "s.batch_id = b.batch_id AND s.ms = b.closed_ms AND s.seq = b.closed_seq "
+                "WHERE b.batch_id = $1", batch_id)
+            if row is None:
+                # An open batch whose stream was trimmed empty (keep=0: tests, benches).
+                log.debug("batch without events or archive record", extra={"batch": batch_id})
+                return report
+            final = decode_state(row["state"])
+        await self._remove(batch_id, final)
+        report.removed = True
+        return report
+
+    async def _remove(self, batch_id: str, final: BatchState) -> None:
+        """Delete every key of the batch, then forget it (that order: a crash in between
+        leaves it in the set, and the next pass finishes)."""
+        keys = self.keys
+        names = [keys.events(batch_id), keys.versions(batch_id), keys.snapshots(batch_id),
+                 keys.last_seen(batch_id)]
+        for run_id in final.runs:
+            names += [keys.dedupe(batch_id, run_id), keys.study_session(batch_id, run_id)]
+        # Commands of no run: the API's. Experimenters' own (console edits, named after
+        # them) are not known here; their dedupe records expire with their TTL.
+        names.append(keys.dedupe(batch_id, "admin"))
+        # All in one partition, so one slot: chunks keep each call short.
+        for start in range(0, len(names), 500):
+            await self.redis.delete(*names[start:start + 500])
+        await self.pool.execute(
+            "UPDATE archived_batches SET removed_at = now() WHERE batch_id = $1 "
+            "AND removed_at IS NULL", batch_id)
+        await self.redis.srem(keys.batches(keys.partition(batch_id)), batch_id)
+        self._quiet.pop(batch_id, None)
+        self._erased.pop(batch_id, None)
+        self._gaps_checked.pop(batch_id, None)
 
     # -- snapshot gaps ---------------------------------------------------------
 

@@ -46,7 +46,7 @@ class CatalogError(Exception):
 
 class EntryRefused(Exception):
     """A participant may not enter: ``link_not_found``, ``link_used``, ``batch_inactive``,
-    ``batch_full``, ``link_type_not_allowed``, ``study_not_found``,
+    ``batch_closed``, ``batch_full``, ``link_type_not_allowed``, ``study_not_found``,
     ``already_participated``, ``label_required`` or ``worker_id_missing``."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -66,6 +66,8 @@ class Batch(msgspec.Struct, kw_only=True):
     group_settings: GroupSettings | None
     participants: int               # runs counted against max_total_participants
     created_at: datetime
+    # Set when the batch was closed for good (docs/archive.md).
+    closed_at: datetime | None = None
 
 
 class BatchUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -133,7 +135,7 @@ def _decode_jsonb(raw: str | None) -> Any:
 
 _BATCH_COLUMNS = ("id, study_id, label, active, max_total_participants, allowed_link_types, "
                   "json_input::text AS json_input, group_settings::text AS group_settings, "
-                  "participants, created_at")
+                  "participants, created_at, closed_at")
 
 
 def _batch(row: asyncpg.Record) -> Batch:
@@ -144,7 +146,8 @@ def _batch(row: asyncpg.Record) -> Batch:
                  json_input=_decode_jsonb(row["json_input"]),
                  group_settings=msgspec.json.decode(groups, type=GroupSettings)
                  if groups is not None else None,
-                 participants=row["participants"], created_at=row["created_at"])
+                 participants=row["participants"], created_at=row["created_at"],
+                 closed_at=row["closed_at"])
 
 
 def _check_link_types(types: list[str]) -> list[str]:
@@ -233,6 +236,9 @@ async def update_batch(pool: asyncpg.Pool, batch_id: str, changes: BatchUpdate) 
     if changes.label is not UNSET:
         put("label", _check_label(changes.label))
     if changes.active is not UNSET:
+        if changes.active and await pool.fetchval(
+                "SELECT closed_at IS NOT NULL FROM batches WHERE id = $1", batch_id):
+            raise CatalogError("batch_closed", f"batch {batch_id} is closed for good")
         put("active", changes.active)
     if changes.max_total_participants is not UNSET:
         put("max_total_participants", _check_limit(changes.max_total_participants))
@@ -397,7 +403,8 @@ async def enter(pool: asyncpg.Pool, link_code: str, url_query: dict[str, str],
             raise EntryRefused("link_not_found", "there is no such study link")
         # The batch row lock serializes entries to this batch until commit.
         batch = await conn.fetchrow(
-            "SELECT b.study_id, b.active, b.max_total_participants, b.allowed_link_types, "
+            "SELECT b.study_id, b.active, b.closed_at, b.max_total_participants, "
+            "b.allowed_link_types, "
             "b.participants, s.current_version FROM batches b LEFT JOIN studies s "
             "ON s.id = b.study_id WHERE b.id = $1 FOR UPDATE OF b", batch_id)
         link = await conn.fetchrow(
@@ -407,6 +414,8 @@ async def enter(pool: asyncpg.Pool, link_code: str, url_query: dict[str, str],
             raise EntryRefused("link_not_found", "there is no such study link")
         if batch["study_id"] is None or not batch["current_version"]:
             raise EntryRefused("study_not_found", "this batch has no study to run")
+        if batch["closed_at"] is not None:
+            raise EntryRefused("batch_closed", "this study has ended")
         if not batch["active"]:
             raise EntryRefused("batch_inactive", "this study is not open at the moment")
         link_type: str = link["type"]

@@ -206,7 +206,7 @@ def scope_state(state: BatchState, scope: str) -> dict[str, Any]:
     if scope == "batch_session" or scope.startswith("group_session:"):
         data = state.sessions.get(scope, {})
     elif scope == "batch":
-        data = {"label": state.label, "opened": state.opened,
+        data = {"label": state.label, "opened": state.opened, "closed": state.closed,
                 "groups": msgspec.to_builtins(state.group_limits)} if state.opened else None
     elif scope.startswith("run:"):
         run = state.runs.get(scope[4:])

@@ -190,7 +190,8 @@ def _add_catalog_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     study.add_argument("--owner", help="username of the account that owns a new study")
     study.add_argument("--study", help="import as a new version of this study id")
 
-    batch = add(group("batch", "batches"), "create", cmd_batch_create,
+    batches = group("batch", "batches")
+    batch = add(batches, "create", cmd_batch_create,
                 "create a batch of a study and print its id")
     batch.add_argument("study", help="study id")
     batch.add_argument("--label", default="")
@@ -199,6 +200,12 @@ def _add_catalog_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     batch.add_argument("--link-types", default=None,
                        help="comma-separated allowed link types (default: the study's, or all)")
     batch.add_argument("--inactive", action="store_true", help="create it switched off")
+    closing = add(batches, "close", cmd_batch_close,
+                  "close a batch for good: nobody enters it again, the log takes no more "
+                  "changes, and the finalizer archives it and removes it from Redis")
+    closing.add_argument("batch", help="batch id")
+    closing.add_argument("--force", action="store_true",
+                         help="end runs still active (as failed, reason batch_closed)")
 
     link = add(group("link", "study links"), "create", cmd_link_create,
                "create study links of a batch and print their URLs (or write a CSV file)")
@@ -300,6 +307,43 @@ def cmd_batch_create(args: argparse.Namespace) -> int:
 
     batch = _with_pool(args, work)
     print(batch.id)
+    return 0
+
+
+def cmd_batch_close(args: argparse.Namespace) -> int:
+    from results_store.closing import CloseRefused, close_batch
+    from session_store.commands import CloseBatch, Outcome
+    from session_store.connect import connect_redis
+    from session_store.keys import Keys
+    from session_store.request import NoAnswer, request
+
+    settings = _settings(args)
+
+    async def work(pool: Any) -> Any:
+        redis = connect_redis(settings.redis_url)
+        keys = Keys(settings.key_prefix, settings.partitions)
+
+        async def send(force: bool) -> Outcome:
+            return await request(redis, keys, CloseBatch(
+                id=f"close-{os.urandom(8).hex()}", batch=args.batch, run="admin", gw="",
+                force=force))
+
+        try:
+            return await close_batch(pool, args.batch, send, args.force)
+        finally:
+            await redis.aclose()
+
+    try:
+        closed = _with_pool(args, work)
+    except CloseRefused as refused:
+        raise SystemExit(f"cohort: {refused.code}: {refused.message}") from None
+    except NoAnswer as exc:
+        raise SystemExit(f"cohort: {exc}") from None
+    if closed.already:
+        print(f"batch {closed.batch} was closed already ({closed.closed_at:%Y-%m-%d %H:%M:%S %Z})")
+    else:
+        print(f"closed batch {closed.batch}"
+              + (f" at position {closed.pos}" if closed.pos else " (it had no live state)"))
     return 0
 
 

@@ -35,6 +35,7 @@ from services.logs import run_loop
 from services.settings import Settings
 from session_store.connect import connect_redis
 from session_store.keys import Keys
+from session_store.projector import BatchState
 from session_store.store import EventStore
 
 HEARTBEAT_EVERY_S = 2.0
@@ -63,7 +64,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     redis = connect_redis(settings.redis_url)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
     key = Keys(settings.key_prefix, settings.partitions).finalizer_heartbeat()
-    archiver = Archiver.from_settings(redis, pool, settings, checkpoint=crash_hook())
+    async def on_closed(batch_id: str, final: BatchState) -> None:
+        await record_run_ends(pool, batch_id, final)
+
+    archiver = Archiver.from_settings(redis, pool, settings, checkpoint=crash_hook(),
+                                      on_closed=on_closed)
     archiving = asyncio.create_task(archive_loop(archiver, settings, stop))
     log.info("finalizer up", extra={"key_prefix": settings.key_prefix})
     try:
@@ -107,18 +112,25 @@ async def close_ended_runs(redis: Any, pool: asyncpg.Pool, settings: Settings) -
     for partition in range(settings.partitions):
         for raw in await redis.smembers(keys.batches(partition)):
             batch_id = raw.decode()
-            open_runs = await pool.fetch(
-                "SELECT id FROM runs WHERE batch_id = $1 AND end_state IS NULL", batch_id)
-            if not open_runs:
+            if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM runs WHERE batch_id = $1 "
+                                       "AND end_state IS NULL)", batch_id):
                 continue
             state = await store.latest_snapshot(batch_id)
-            if state is None:
-                continue
-            for row in open_runs:
-                run = state.runs.get(row["id"])
-                if run is not None and not run.is_active:
-                    await results.mark_run_ended(pool, row["id"], run.state, run.reason)
-                    closed += 1
+            if state is not None:
+                closed += await record_run_ends(pool, batch_id, state)
+    return closed
+
+
+async def record_run_ends(pool: asyncpg.Pool, batch_id: str, state: BatchState) -> int:
+    """Mark the runs that ``state`` shows ended, and Postgres still open, as ended."""
+    closed = 0
+    open_runs = await pool.fetch(
+        "SELECT id FROM runs WHERE batch_id = $1 AND end_state IS NULL", batch_id)
+    for row in open_runs:
+        run = state.runs.get(row["id"])
+        if run is not None and not run.is_active:
+            await results.mark_run_ended(pool, row["id"], run.state, run.reason)
+            closed += 1
     return closed
 
 

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from services.logs import run_loop
 from services.settings import Settings
 from session_store.commands import (
+    CloseBatch,
     Command,
     ExpireArrival,
     FailRun,
@@ -61,6 +62,9 @@ log = logging.getLogger("cohort.worker")
 
 # Gateway id of commands the worker issues itself.
 SYSTEM = "system"
+# Refusals that hold for good (the batch is closed, or was never opened): not
+# remembered per command id.
+FINAL_REFUSALS = frozenset({"batch_closed", "batch_not_found"})
 
 
 class BatchHolder:
@@ -154,6 +158,7 @@ class PartitionLoop:
 
         planned: list[PlannedCommand] = []
         planned_for: list[Command] = []
+        unrecorded: list[tuple[Command, Rejected]] = []
         answers: list[tuple[Command, bytes]] = []
         seen: set[tuple[str, str, str]] = set()
         for _, command in commands:
@@ -170,6 +175,9 @@ class PartitionLoop:
             try:
                 decision = decide(holder.state, command, w.limits, holder.sizes)
             except Rejected as rejection:
+                if rejection.code in FINAL_REFUSALS:
+                    unrecorded.append((command, rejection))
+                    continue
                 # Answered after the append: Redis may know this id already.
                 planned.append(PlannedCommand(command.batch, command.run, command.id, [],
                                               rejected=encode(rejection.outcome(command))))
@@ -182,6 +190,7 @@ class PartitionLoop:
 
         new_cursor = commands[-1][0]
         opened: list[str] = []
+        closed: list[str] = []
         result = await w.store.append(
             self.partition, self.epoch, new_cursor, planned, w.settings.dedupe_ttl_s)
         for command, plan, (kind, values) in zip(
@@ -193,6 +202,8 @@ class PartitionLoop:
                     holder.state.pos = values[-1].decode()
                 if isinstance(command, OpenBatch):
                     opened.append(command.batch)
+                elif isinstance(command, CloseBatch):
+                    closed.append(command.batch)
             if kind == "new":
                 if command.reply or not values:
                     # Commands that wrote no event have no ack through the log.
@@ -210,10 +221,25 @@ class PartitionLoop:
                 answers.append((command, values[0]))
         if opened:
             await w.redis.sadd(w.keys.batches(self.partition), *opened)
+        for batch_id in closed:
+            await self.final_snapshot(batch_id)
+        if unrecorded:
+            answers += await self.final_refusals(unrecorded)
         await self.send_answers(answers)
         await self.maybe_snapshot()
         await self.watch_runs()
         return new_cursor
+
+    async def final_refusals(self, refused: list[tuple[Command, Rejected]]
+                             ) -> list[tuple[Command, bytes]]:
+        """Answers to commands for a closed or unknown batch. They are not remembered:
+        a retry gets the same answer anyway, and a record would re-create keys of a
+        batch the finalizer has removed. A retry of a command that committed before
+        the close still gets its stored outcome."""
+        stored = await self.worker.store.dedupe_lookup(
+            [(c.batch, c.run, c.id) for c, _ in refused])
+        return [(command, found if found is not None else encode(rejection.outcome(command)))
+                for (command, rejection), found in zip(refused, stored, strict=True)]
 
     def plan(self, command: Command, decision: Decision) -> PlannedCommand:
         """Turn a decision into the script's arguments, with what goes beside the events."""
@@ -264,6 +290,15 @@ class PartitionLoop:
                 data = encode_state(holder.state)
                 holder.since_snapshot = 0
                 w.spawn(w.store.save_snapshot(holder.state.batch_id, data, holder.state.pos))
+
+    async def final_snapshot(self, batch_id: str) -> None:
+        """A closed batch gets its last snapshot now and leaves memory: nothing more is
+        written for it, so nothing re-creates its keys after the finalizer removed them
+        (a later command reloads it and is refused)."""
+        holder = self.batches.pop(batch_id, None)
+        if holder is not None:
+            await self.worker.store.save_snapshot(
+                batch_id, encode_state(holder.state), holder.state.pos)
 
     async def idle_snapshots(self) -> None:
         await self.maybe_snapshot(idle_after_s=2.0)

@@ -33,6 +33,13 @@ class ChangeBatchSettings(CommandBase, tag="change_batch_settings", kw_only=True
     groups: GroupLimits
 
 
+class CloseBatch(CommandBase, tag="close_batch"):
+    """End the batch for good. Refused while runs are active unless ``force``, which
+    fails them (reason ``batch_closed``) first."""
+
+    force: bool = False
+
+
 class Patch(CommandBase, tag="patch", kw_only=True):
     scope: str
     ops: list[Any]
@@ -115,7 +122,7 @@ GroupCommand = (
     JoinGroup | LeaveGroup | ReassignGroup | FixGroup | SendGroupMessage | SetPresence
     | ExpireArrival
 )
-Command = OpenBatch | ChangeBatchSettings | Patch | RunCommand | GroupCommand
+Command = OpenBatch | ChangeBatchSettings | CloseBatch | Patch | RunCommand | GroupCommand
 
 
 class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -15,6 +15,7 @@ import msgspec
 from session_store.commands import (
     AbortRun,
     ChangeBatchSettings,
+    CloseBatch,
     Command,
     EndRun,
     ExpireArrival,
@@ -37,17 +38,20 @@ from session_store.decisions import Decision, Emitter, Rejected
 from session_store.events import (
     BATCH_SCOPE,
     BATCH_SESSION,
+    BatchClosed,
     BatchOpened,
     BatchSettingsChanged,
     ComponentStarted,
     DataRetrieved,
     Event,
+    GroupFinished,
     MemberJoined,
     RunEnded,
     RunStarted,
     SessionPatched,
     StudySessionWritten,
     encode_event,
+    group_scope,
     group_session_scope,
     run_scope,
     scope_group,
@@ -104,6 +108,11 @@ def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTrack
             label=command.label, groups=command.groups, **origin))])
     if not state.opened:
         raise Rejected("batch_not_found", f"batch {state.batch_id} does not exist")
+    if state.closed:
+        raise Rejected("batch_closed", f"batch {state.batch_id} is closed",
+                       BATCH_SCOPE, state.version(BATCH_SCOPE))
+    if isinstance(command, CloseBatch):
+        return _close(state, command, origin)
     if isinstance(command, Patch):
         return Decision([_patch(state, command, limits, sizes, origin)])
     if isinstance(command, StartRun):
@@ -190,6 +199,26 @@ def _run_command(state: BatchState, command: Command, limits: Limits, origin: di
                          message=command.message, **origin)
     return Decision([*emit.events, _emit(state, ended)],
                     erase_study_session=isinstance(command, AbortRun))
+
+
+def _close(state: BatchState, command: CloseBatch, origin: dict) -> Decision:
+    """Close the batch; with ``force``, fail its active runs and finish its groups first,
+    so that the closed batch's final state has nothing left open."""
+    active = [run_id for run_id, run in state.runs.items() if run.is_active]
+    if active and not command.force:
+        raise Rejected("runs_active", f"{len(active)} run(s) are still active: wait for them "
+                       "to end, or close with force to end them as failed",
+                       BATCH_SCOPE, state.version(BATCH_SCOPE))
+    emit = Emitter(state, origin)
+    for run_id in active:
+        leave(emit, run_id, "run_ended")
+        emit(RunEnded, run_scope(run_id), state="failed", reason="batch_closed",
+             message="the batch was closed")
+    for group_id, group in state.groups.items():
+        if group.state != "finished":
+            emit(GroupFinished, group_scope(group_id))
+    emit(BatchClosed, BATCH_SCOPE, runs_ended=len(active))
+    return Decision(emit.events)
 
 
 def _start_component(state: BatchState, run: RunState, command: StartComponent, scope: str,

@@ -49,6 +49,14 @@ class BatchSettingsChanged(EventBase, tag="batch_settings_changed"):
     groups: GroupLimits
 
 
+class BatchClosed(EventBase, tag="batch_closed"):
+    """The batch is over: the log takes no more commands, the finalizer archives all
+    of it and then removes it from Redis (docs/archive.md). Runs still active when it
+    was closed (with force) ended just before, as failed with reason batch_closed."""
+
+    runs_ended: int = 0
+
+
 class SessionPatched(EventBase, tag="session_patched", kw_only=True):
     """RFC 6902 ops applied to a session document (batch or group session)."""
 
@@ -173,6 +181,7 @@ Event = (
     BatchOpened | BatchSettingsChanged | SessionPatched | RunStarted | ComponentStarted
     | DataRetrieved | StudySessionWritten | RunEnded | GroupCreated | MemberJoined | MemberLeft
     | MemberPresence | GroupFixed | GroupFinished | GroupMessage | ArrivalQueued | ArrivalEnded
+    | BatchClosed
 )
 
 _encoder = msgspec.json.Encoder()

@@ -16,6 +16,7 @@ from session_store.events import (
     BATCH_SCOPE,
     ArrivalEnded,
     ArrivalQueued,
+    BatchClosed,
     BatchOpened,
     BatchSettingsChanged,
     ComponentStarted,
@@ -92,6 +93,7 @@ class BatchState(msgspec.Struct, kw_only=True):
     batch_id: str
     label: str = ""
     opened: bool = False
+    closed: bool = False
     # scope -> last version; scopes never seen are at 0.
     versions: dict[str, int] = msgspec.field(default_factory=dict)
     # session scope -> document (batch_session, later group_session:G).
@@ -135,6 +137,8 @@ def fold(state: BatchState, event: Event, pos: str) -> BatchState:
         state.group_limits = event.groups
     elif isinstance(event, BatchSettingsChanged):
         state.group_limits = event.groups
+    elif isinstance(event, BatchClosed):
+        state.closed = True
     elif isinstance(event, RunStarted):
         run_id = event.scope.removeprefix("run:")
         state.runs[run_id] = RunState(

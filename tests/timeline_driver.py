@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 from typing import Any
 
 from services.settings import Settings
@@ -41,7 +42,16 @@ from session_store.commands import (
     encode,
 )
 from session_store.events import GroupLimits
-from session_store.projector import BatchState, encode_state
+from session_store.projector import BatchState, decode_state, encode_state
+
+# A timeline of the first event schema, made once with this driver (its README).
+SCHEMA1_FIXTURE = Path(__file__).resolve().parent / "data" / "timeline_schema1"
+
+
+def recorded_state(name: str) -> bytes:
+    """A state file of the schema-1 fixture in today's encoding: the state's own shape
+    may grow (fields with defaults, e.g. ``closed``); the recorded content may not."""
+    return encode_state(decode_state((SCHEMA1_FIXTURE / name).read_bytes()))
 
 
 class Driver:

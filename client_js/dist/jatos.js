@@ -418,9 +418,19 @@ const { applyPatch, cloneJson, getPointer } = __jsonpatch;
 const DEFAULT_SCOPE = 'batch_session';
 
 /**
+ * Close codes after which the channel does not reconnect: [error code, message].
+ * @type {Record<number, [string, string]>}
+ */
+const FATAL_CLOSES = {
+  4403: ['forbidden', 'the token was refused'],
+  4404: ['batch_not_found', 'the batch does not exist'],
+  4410: ['batch_closed', 'the batch was closed'],
+};
+
+/**
  * Error for a rejected command or a channel failure. `code` is a protocol
  * error code (`version_mismatch`, `path_not_found`, `test_failed`, ...) or a
- * client code (`closed`, `forbidden`, `batch_not_found`, `busy`, `no_channel`,
+ * client code (`closed`, `forbidden`, `batch_not_found`, `batch_closed`, `busy`, `no_channel`,
  * `timeout`).
  */
 class CommandError extends Error {
@@ -1168,14 +1178,10 @@ class BatchChannel extends Emitter {
   _onSocketClosed(code, reason) {
     this._ws = null;
     clearInterval(this._pingTimer);
-    const fatal = code === 4403 || code === 4404;
+    const fatal = FATAL_CLOSES[code];
     if (fatal && !this._closed) {
       this._closed = true;
-      const error = new CommandError(
-        code === 4403 ? 'forbidden' : 'batch_not_found',
-        reason || (code === 4403 ? 'the token was refused' : 'the batch does not exist'),
-      );
-      this._failAll(error);
+      this._failAll(new CommandError(fatal[0], reason || fatal[1]));
     }
     this._syncPending = false;
     this._setConnectionState(this._closed ? 'closed' : 'reconnecting');

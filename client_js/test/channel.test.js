@@ -394,6 +394,31 @@ describe('cohort.js channel', { skip: SKIP }, () => {
     await assert.rejects(missing.ready, (/** @type {any} */ e) => e.code === 'forbidden' || e.code === 'batch_not_found');
   });
 
+  test('a closed batch closes the channel for good (4410 batch_closed)', TIMEOUT, async (t) => {
+    const env = session(t);
+    const { batchId, participants } = await freshBatch(1);
+    const a = await env.open(participants[0]);
+    await a.patch([{ op: 'add', path: '/before', value: 1 }]);
+    const errors = [];
+    const closes = [];
+    a.on('error', (/** @type {any} */ e) => errors.push(e));
+    a.on('close', (/** @type {any} */ e) => closes.push(e));
+    const closed = await api('POST', `/api/batches/${batchId}/close`, { force: true });
+    assert.equal(closed.status, 200, JSON.stringify(closed.body));
+    await waitFor(() => a.closed, 'the channel to close');
+    assert.equal(closes.at(-1).code, 4410);
+    assert.equal(closes.at(-1).willReconnect, false);
+    assert.ok(errors.some((e) => e.code === 'batch_closed'));
+    await rejectsWith(a.patch([{ op: 'add', path: '/after', value: 1 }]), 'closed');
+    // A new channel with the same token is refused for good too.
+    const again = env.track(
+      connect({ url: gateway(0), batch: batchId, token: participants[0].token, WebSocket }),
+    );
+    again.on('error', () => {});
+    await assert.rejects(again.ready, (/** @type {any} */ e) =>
+      e.code === 'batch_closed' || e.code === 'batch_not_found');
+  });
+
   test('close() stops the channel and rejects what is pending', TIMEOUT, async (t) => {
     const env = session(t);
     const { participants } = await freshBatch(1);

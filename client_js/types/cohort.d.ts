@@ -114,7 +114,7 @@ export const DEFAULT_SCOPE: "batch_session";
 /**
  * Error for a rejected command or a channel failure. `code` is a protocol
  * error code (`version_mismatch`, `path_not_found`, `test_failed`, ...) or a
- * client code (`closed`, `forbidden`, `batch_not_found`, `busy`, `no_channel`,
+ * client code (`closed`, `forbidden`, `batch_not_found`, `batch_closed`, `busy`, `no_channel`,
  * `timeout`).
  */
 export class CommandError extends Error {

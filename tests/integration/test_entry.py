@@ -162,6 +162,51 @@ async def test_link_type_not_allowed_and_inactive_batch(pool: asyncpg.Pool, stud
     assert await run_count(pool, batch_id) == 2
 
 
+async def test_a_closed_batch_takes_nobody_and_cannot_be_switched_on(
+        pool: asyncpg.Pool, study: str) -> None:
+    from results_store.closing import CloseRefused, close_batch
+    from session_store.commands import Outcome
+
+    batch_id = await new_batch(pool, study)
+    general = await link(pool, batch_id, "general_multiple")
+    await enter(pool, general.code, {})
+    asked: list[bool] = []
+
+    async def log_says(outcome: Outcome):
+        async def send(force: bool) -> Outcome:
+            asked.append(force)
+            return outcome
+        return send
+
+    # The log refuses (runs active): nothing changes in Postgres either.
+    with pytest.raises(CloseRefused) as caught:
+        await close_batch(pool, batch_id, await log_says(Outcome(
+            cmd="c", ok=False, code="runs_active", message="1 run(s) are still active")))
+    assert caught.value.status == 409 and caught.value.code == "runs_active"
+    assert (await catalog.get_batch(pool, batch_id)).closed_at is None
+    await enter(pool, general.code, {})
+    with pytest.raises(CloseRefused) as caught:
+        await close_batch(pool, "no-such-batch", await log_says(Outcome(cmd="c", ok=True)))
+    assert caught.value.code == "batch_not_found" and asked == [False]
+
+    closed = await close_batch(pool, batch_id, await log_says(Outcome(
+        cmd="c", ok=True, pos="5-0")), force=True)
+    assert asked == [False, True] and closed.pos == "5-0" and not closed.already
+    batch = await catalog.get_batch(pool, batch_id)
+    assert batch.closed_at == closed.closed_at and not batch.active
+    await refused("batch_closed", pool, general.code, {})
+    preview = await link(pool, batch_id, "preview")
+    await refused("batch_closed", pool, preview.code, {})
+    with pytest.raises(CatalogError) as switched:
+        await catalog.update_batch(pool, batch_id, BatchUpdate(active=True))
+    assert switched.value.code == "batch_closed"
+    assert not (await catalog.get_batch(pool, batch_id)).active
+    again = await close_batch(pool, batch_id, await log_says(Outcome(
+        cmd="c", ok=False, code="batch_closed")))
+    assert again.already and again.closed_at == closed.closed_at
+    assert await run_count(pool, batch_id) == 2
+
+
 async def test_unknown_links_and_batches_without_a_study(pool: asyncpg.Pool) -> None:
     await refused("link_not_found", pool, "A" * 22, {})
     await refused("link_not_found", pool, "../../etc", {})

@@ -35,12 +35,14 @@ from results_store.replay import (
     scopes_of,
 )
 from services.settings import Settings
+from services.worker import SYSTEM
+from session_store.commands import CloseBatch
 from session_store.events import Event
 from session_store.jsonpatch import apply_patch
 from session_store.keys import Keys
 from session_store.projector import decode_state, encode_state
 from session_store.store import EventStore
-from tests.timeline_driver import Driver, RandomSession, drive
+from tests.timeline_driver import Driver, RandomSession, drive, recorded_state
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "timeline_schema1"
 EVENT_KINDS = {cls.__struct_config__.tag for cls in typing.get_args(Event)}
@@ -97,7 +99,7 @@ async def test_a_random_10000_event_timeline_replays_exactly_before_and_after_ar
     assert total >= 10_000
     kinds = {msgspec.json.decode(raw)["kind"] for _, raw in await all_entries(redis, keys, batch)}
     # Every kind of event but group-by-arrival's (the other tests' batches have those).
-    assert kinds == EVENT_KINDS - {"arrival_queued", "arrival_ended"}, kinds
+    assert kinds == EVENT_KINDS - {"arrival_queued", "arrival_ended", "batch_closed"}, kinds
     entries = await all_entries(redis, keys, batch)
     assert len(entries) == total
     # Study session contents as Redis holds them now (aborted runs' are erased).
@@ -164,6 +166,36 @@ async def test_a_random_10000_event_timeline_replays_exactly_before_and_after_ar
             "ORDER BY ms DESC, seq DESC LIMIT 1", batch, *key_of(pos))
         assert positions.index(pos) + 1 - (snap["events"] if snap else 0) <= (
             2 * own.snapshot_every + own.command_batch)
+
+    # 4. Closed (forced: runs still active end as failed): archived to its end, then
+    # every key of the batch leaves Redis; replay is the same from Postgres alone.
+    assert any(run.is_active for run in live.runs.values())
+    await driver.send([CloseBatch(id="close", batch=batch, run="admin", gw=SYSTEM,
+                                  force=True)])
+    closed = await driver.state(batch)  # reloaded: the worker dropped the closed batch
+    assert closed.closed and not any(run.is_active for run in closed.runs.values())
+    before_close = entries
+    entries = await replayed(replay, batch)
+    assert entries[:len(before_close)] == before_close
+    assert msgspec.json.decode(entries[-1][1])["kind"] == "batch_closed"
+    seen: list[tuple[str, bytes]] = []
+
+    async def on_closed(batch_id, final):
+        seen.append((batch_id, encode_state(final)))
+
+    archiver = Archiver.from_settings(redis, pool, own, on_closed=on_closed)
+    reports = await archiver.run_once()
+    assert [(r.batch, r.removed) for r in reports] == [(batch, True)]
+    assert seen == [(batch, encode_state(closed))]
+    left = [k async for k in redis.scan_iter(match=f"{own.key_prefix}:*:b:{batch}:*")]
+    assert left == []
+    assert batch not in await archiver.batch_ids()
+    row = await pool.fetchrow("SELECT * FROM archived_batches WHERE batch_id = $1", batch)
+    assert row["closed_pos"] == entries[-1][0] and row["events"] == len(entries)
+    assert row["removed_at"] is not None and row["runs_ended"] > 0
+    assert await replay.exists(batch)
+    await check_replay(replay, batch, closed, samples, entries)
+    assert await archiver.run_once() == []  # gone: nothing left to do
 
 
 async def test_filters_and_pages_match_a_plain_scan_across_the_archive_boundary(
@@ -457,9 +489,9 @@ async def test_the_schema_1_fixture_replays_from_postgres_and_redis(own, redis, 
     await pipe.execute()
     replay = Replay(redis, pool, keys)
     state = await replay.state_at(batch)
-    assert encode_state(state) == (FIXTURE / "state.json").read_bytes().rstrip(b"\n")
+    assert encode_state(state) == recorded_state("state.json")
     mid = await replay.state_at(batch, key_of(lines[149]["pos"]))
-    assert encode_state(mid) == (FIXTURE / "state_mid.json").read_bytes().rstrip(b"\n")
+    assert encode_state(mid) == recorded_state("state_mid.json")
     assert [i.raw async for i in replay.iter_items(batch)] == raws
 
 
@@ -483,3 +515,46 @@ async def test_a_pass_covers_every_batch_and_skips_quiet_ones(own, redis, pool, 
                              scope="batch_session", ops=[{"op": "add", "path": "/x",
                                                           "value": 1}])])
     assert [r.batch for r in await archiver.run_once()] == ["p2"]
+
+
+async def test_closing_picks_up_after_a_crash_at_any_step(own, redis, pool, monkeypatch):
+    driver = Driver(own, redis)
+    keys = driver.keys
+    batch = "closing"
+    await drive(driver, RandomSession(batch, seed=11), 800, samples=1)
+    await driver.send([CloseBatch(id="close", batch=batch, run="admin", gw=SYSTEM,
+                                  force=True)])
+    final = await driver.state(batch)
+    total = sum(final.versions.values())
+    replay = Replay(redis, pool, keys)
+
+    async def crash_before_record(batch_id, state):
+        raise RuntimeError("finalizer died before writing archived_batches")
+
+    archiver = Archiver.from_settings(redis, pool, own, on_closed=crash_before_record)
+    assert await archiver.run_once() == []  # logged; the batch stays as it was
+    assert await redis.xlen(keys.events(batch)) == total  # nothing trimmed while closing
+    assert await pool.fetchval("SELECT count(*) FROM archived_batches WHERE batch_id = $1",
+                               batch) == 0
+
+    archiver = Archiver.from_settings(redis, pool, own)
+    remove = archiver._remove
+
+    async def crash_mid_removal(batch_id, state):
+        await redis.delete(keys.events(batch_id))
+        raise RuntimeError("finalizer died after deleting the stream")
+
+    monkeypatch.setattr(archiver, "_remove", crash_mid_removal)
+    assert await archiver.run_once() == []
+    assert not await redis.exists(keys.events(batch)) and await redis.exists(keys.versions(batch))
+    assert batch in await archiver.batch_ids()
+    # The stream is gone: the archive record tells the next pass what to finish.
+    monkeypatch.setattr(archiver, "_remove", remove)
+    reports = await archiver.run_once()
+    assert [(r.batch, r.removed) for r in reports] == [(batch, True)]
+    assert [k async for k in redis.scan_iter(match=f"{own.key_prefix}:*:b:{batch}:*")] == []
+    assert batch not in await archiver.batch_ids()
+    # Every event once, and the replayed end equals the live end.
+    assert await pool.fetchval("SELECT count(*) FROM archived_events WHERE batch_id = $1",
+                               batch) == total
+    assert encode_state(await replay.state_at(batch)) == encode_state(final)

@@ -11,6 +11,7 @@ import pytest
 from session_store.events import SCHEMA_VERSION, GroupMessage, SessionPatched
 from session_store.projector import BatchState, encode_state, fold
 from session_store.upgrade import UPGRADER, UpgradeError, Upgrader, decode_head
+from tests.timeline_driver import recorded_state
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "timeline_schema1"
 
@@ -39,15 +40,15 @@ def test_the_schema_1_fixture_replays_to_its_recorded_states():
     assert {decode_head(bytes(line.event)).schema for line in lines} == {1}
     assert sum(b'"schema"' in bytes(line.event) for line in lines) == 43
     assert encode_state(replay(lines, UPGRADER, 150)) == (
-        FIXTURE / "state_mid.json").read_bytes().rstrip(b"\n")
+        recorded_state("state_mid.json"))
     assert encode_state(replay(lines, UPGRADER)) == (
-        FIXTURE / "state.json").read_bytes().rstrip(b"\n")
+        recorded_state("state.json"))
 
 
 def test_a_newer_schema_without_converters_for_these_kinds_replays_the_same():
     up = Upgrader(current=SCHEMA_VERSION + 1)
     state = replay(fixture_lines(), up)
-    assert encode_state(state) == (FIXTURE / "state.json").read_bytes().rstrip(b"\n")
+    assert encode_state(state) == recorded_state("state.json")
 
 
 def test_converters_apply_step_by_step_by_kind_and_schema():
