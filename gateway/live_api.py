@@ -83,8 +83,11 @@ async def snapshot(hub: Hub, view: BatchView) -> dict[str, Any]:
 
 
 async def live_view(request: Request, me: Any, study_id: str, batch_id: str) -> BatchView:
-    await study_batch(request, me, study_id, batch_id)
+    batch = await study_batch(request, me, study_id, batch_id)
     view = await hub_of(request).open_view(batch_id)
+    if view is None and batch.closed_at is not None:
+        raise ApiProblem(410, "batch_closed", f"batch {batch_id} is closed; its timeline "
+                         "stays replayable")
     if view is None:
         raise ApiProblem(404, "batch_not_found", f"batch {batch_id} is not open in the log")
     return view
@@ -113,7 +116,7 @@ async def edit_batch_session(request: Request, me: Me, study_id: FromPath[str],
     if outcome.ok:
         return Response({"version": outcome.version, "pos": outcome.pos})
     state = view.state
-    status = 409 if outcome.code == "version_mismatch" else 400
+    status = 409 if outcome.code in ("version_mismatch", "batch_closed") else 400
     return Response({"code": outcome.code, "message": outcome.message,
                      "version": state.version(BATCH_SESSION),
                      "data": state.session(BATCH_SESSION)}, status_code=status)
