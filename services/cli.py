@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=".cohort-data", type=Path, help="default: .cohort-data")
     up.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
     up.add_argument("--workers", type=int, default=1, help="session worker processes (default 1)")
+    up.add_argument("--appendfsync", choices=("everysec", "always"), default="everysec",
+                    help="the embedded Redis's AOF fsync: everysec (default; a machine crash "
+                    "may lose the last second of acknowledged changes) or always (none)")
     up.add_argument("--port", type=int, default=8000, help="first gateway's port (default 8000)")
 
     gateway = add("gateway", cmd_gateway, "run one gateway process (HTTP and WebSocket)")
@@ -407,7 +410,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = os.environ.get("COHORT_REDIS_URL")
         if not redis_url:
-            server = start_redis(data_dir / "redis", persistent=True)
+            server = start_redis(data_dir / "redis", persistent=True,
+                                 appendfsync=args.appendfsync)
             servers.append(server)
             redis_url = server.url
             _say(f"Redis {server.version} started at {redis_url} (data in {server.data_dir})")
