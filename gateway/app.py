@@ -34,7 +34,7 @@ from gateway.experimenter import ApiProblem, authenticate, experimenter_routes
 from gateway.hub import Hub
 from gateway.live_api import console_channel, live_routes
 from gateway.participant import participant_routes
-from gateway.replay import make_replay_routes
+from gateway.replay import make_replay_routes, replay_of
 from gateway.results import close_results, results_export_routes, results_routes
 from gateway.studycache import StudyCache
 from results_store.catalog import Batch
@@ -61,6 +61,7 @@ class BatchInfo(msgspec.Struct):
     id: str
     label: str
     versions: dict[str, int] = msgspec.field(default_factory=dict)
+    closed: bool = False
 
 
 class ParticipantTicket(msgspec.Struct):
@@ -123,11 +124,16 @@ async def create_batch(request: Request, data: JSONBody[NewBatch]) -> Response[A
 
 @get("/api/batches/{batch_id:str}", guards=[admin_guard], tags=["batches"])
 async def read_batch(request: Request, batch_id: FromPath[str]) -> Response[Any]:
-    """A batch's label and the current version of each scope."""
+    """A batch's label, the current version of each scope, and whether it is closed
+    (a closed batch removed from Redis is read from the archive)."""
     state, _ = await hub_of(request).store.load_batch(batch_id)
+    if not state.opened and valid_batch_id(batch_id):
+        replay = replay_of(request)
+        if await replay.exists(batch_id):
+            state = await replay.state_at(batch_id)
     if not state.opened:
         return error(404, "batch_not_found", f"batch {batch_id} does not exist")
-    return Response(BatchInfo(batch_id, state.label, state.versions))
+    return Response(BatchInfo(batch_id, state.label, state.versions, state.closed))
 
 
 @post("/api/batches/{batch_id:str}/participants", guards=[admin_guard], status_code=201,

@@ -99,6 +99,9 @@ async def test_closing_ends_participants_archives_everything_and_replay_still_wo
 
     # Replay, from Postgres alone: the last state and the full timeline.
     async with stack._admin(1) as client:
+        info = await client.get(f"/api/batches/{batch}")
+        assert info.status_code == 200 and info.json()["closed"] is True
+        assert info.json()["versions"]["batch_session"] == 61
         state = await client.get(f"/api/batches/{batch}/state",
                                  params={"scope": "batch_session"})
         assert state.status_code == 200, state.text
