@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import html
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
 
+from gateway.closing import close_through_hub
 from gateway.experimenter import (
     ARCHIVE_SLACK_BYTES,
     MAX_UPLOAD_BYTES,
@@ -61,6 +63,7 @@ from gateway.experimenter import login as check_login
 from results_store import accounts, catalog, studies
 from results_store.accounts import Account, AccountError
 from results_store.catalog import Batch, BatchUpdate, CatalogError
+from results_store.closing import CloseRefused
 from results_store.definition import GroupSettings
 from results_store.studies import LINK_TYPES, ImportLimits, StudyImportError
 
@@ -511,6 +514,7 @@ _NOTICES = {
     "links": "Created {n} link(s).",
     "batch": "Batch created.",
     "imported": "Study imported (version {n}).",
+    "closed": "The batch is closed for good.",
 }
 
 
@@ -584,10 +588,17 @@ async def import_study(request: Request) -> Response[Any]:
                     status_code=303)
 
 
+def _state_badge(batch: Batch) -> str:
+    """active, inactive, or closed (with its date)."""
+    if batch.closed_at is not None:
+        return f'<span class="badge closed">closed {when(batch.closed_at)}</span>'
+    return ('<span class="badge on">active</span>' if batch.active
+            else '<span class="badge off">inactive</span>')
+
+
 def _batch_row(study_id: str, batch: Batch) -> str:
     limit = batch.max_total_participants
-    state = ('<span class="badge on">active</span>' if batch.active
-             else '<span class="badge off">inactive</span>')
+    state = _state_badge(batch)
     return (f'<tr><td><a href="/console/studies/{esc(study_id)}/batches/{esc(batch.id)}">'
             f'{esc(batch.label or batch.id)}</a></td><td><code>{esc(batch.id)}</code></td>'
             f'<td>{state}</td><td class="num">{batch.participants}'
@@ -693,8 +704,7 @@ def _batch_header(request: Request, study_title: str, batch: Batch, current: str
     tabs = "".join(
         f'<a href="{base}{"/" + slug if slug else ""}"{here if slug == current else ""}>'
         f'{name}</a>' for slug, name in _TABS)
-    state = ('<span class="badge on">active</span>' if batch.active
-             else '<span class="badge off">inactive</span>')
+    state = _state_badge(batch)
     limit = ("" if batch.max_total_participants is None
              else f" / {batch.max_total_participants}")
     switch = f"""<form method="post" action="{base}/active" class="switch-form" data-autosubmit>
@@ -704,6 +714,8 @@ def _batch_header(request: Request, study_title: str, batch: Batch, current: str
  id="active-switch"><span class="slider" aria-hidden="true"></span>
 <span class="switch-label">Active</span></label>
 <noscript><button type="submit">Save</button></noscript></form>"""
+    if batch.closed_at is not None:
+        switch = ""  # a closed batch is never switched on again
     return f"""<div class="batch-head"><div>
 <h1>{esc(batch.label or batch.id)} {state}</h1>
 <p class="muted">Batch <code>{esc(batch.id)}</code> of <em>{esc(study_title)}</em> ·
@@ -804,10 +816,14 @@ def _links_section(request: Request, batch: Batch, links: list[catalog.Link],
     table = (f'<table class="grid links"><thead><tr><th>Label</th><th>Type</th><th>URL</th>'
              f'<th>Created</th><th>Used</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
              if links else '<p class="empty">No links yet.</p>')
-    return f"""<section class="card" id="links">
+    head = f"""<section class="card" id="links">
 <div class="section-head"><h2>Links <span class="count">{total}</span></h2>
 <div class="actions"><a class="button" href="{esc(csv_href)}" download id="links-csv">Export
- CSV</a> <button type="button" class="copy-all">Copy all URLs</button></div></div>
+ CSV</a> <button type="button" class="copy-all">Copy all URLs</button></div></div>"""
+    if batch.closed_at is not None:
+        return (f'{head}<p class="muted" id="links-closed">{esc(CLOSED_NO_LINKS)}</p>'
+                f'<div class="chips">{filters}</div>{more}{table}</section>')
+    return f"""{head}
 <form method="post" action="{base}/links" class="row create-links">
 {_csrf_field(request)}
 <label>Type <select name="type" id="link-type">{options}</select></label>
@@ -823,6 +839,41 @@ def _links_section(request: Request, batch: Batch, links: list[catalog.Link],
 <div class="chips">{filters}</div>{more}{table}</section>"""
 
 
+CLOSED_NO_LINKS = ("This batch is closed for good: it takes no new links (nobody could enter "
+                   "by them).")
+
+
+def _closed_note(batch: Batch) -> str:
+    """Once closed: when, and where its history is (in place of the close card)."""
+    if batch.closed_at is None or batch.study_id is None:
+        return ""
+    base = _batch_base(batch.study_id, batch.id)
+    return (f'<p class="alert closed-note" id="closed-note">Closed on {when(batch.closed_at)}; '
+            f'the timeline stays under <a href="{base}/timeline">Timeline</a> and the results '
+            f'under <a href="{base}/results">Results</a>. Nobody can enter it again.</p>')
+
+
+def _close_section(request: Request, batch: Batch) -> str:
+    """Closing for good (nothing once closed: _closed_note says when it was)."""
+    assert batch.study_id is not None
+    if batch.closed_at is not None:
+        return ""
+    name = batch.label or batch.id
+    return f"""<section class="card danger" id="close">
+<h2>Close batch</h2>
+<p>Closing ends this batch for good: nobody can enter it again, and participants still
+connected are disconnected. Its timeline and results stay readable; closing cannot be undone.</p>
+<form method="post" action="{_batch_base(batch.study_id, batch.id)}/close" class="row close-form"
+ data-confirm="Close the batch &quot;{esc(name)}&quot; for good? Nobody can enter it again and
+ participants still connected are disconnected. This cannot be undone."
+ data-confirm-force="Runs still in progress end as failed.">
+{_csrf_field(request)}
+<label class="check"><input type="checkbox" name="force" value="on" id="close-force"> also end
+ runs still in progress (they end as failed)</label>
+<button class="danger" type="submit" id="close-batch">Close batch</button>
+</form></section>"""
+
+
 async def _overview(request: Request, study_id: str, batch_id: str, *, error: str = "",
                     status: int = 200, ok: str | None = None, n: str = "",
                     link_type: str | None = None, made: str | None = None) -> Response[str]:
@@ -833,9 +884,11 @@ async def _overview(request: Request, study_id: str, batch_id: str, *, error: st
         "SELECT DISTINCT type FROM links WHERE batch_id = $1", batch.id)}
     notice = _notice(ok, n=n, state="active" if batch.active else "inactive")
     body = (_batch_header(request, title, batch, "") + notice + _problem(error)
+            + _closed_note(batch)
             + f'<section class="card"><h2>Settings</h2>{_settings_form(request, batch)}</section>'
             + _links_section(request, batch, links, shown_type, types_made,
-                             made if made in LINK_TYPES else shown_type))
+                             made if made in LINK_TYPES else shown_type)
+            + _close_section(request, batch))
     return page(request, f"{batch.label or batch.id}", body, status=status,
                 crumbs=_crumbs(study_id, title), scripts=["overview.js"])
 
@@ -853,7 +906,7 @@ async def _apply_update(request: Request, batch: Batch, changes: BatchUpdate) ->
     if updated is None:
         raise ApiProblem(404, "batch_not_found", f"there is no batch {batch.id!r}")
     updater = request.app.state.get("batch_updater")
-    if updater is not None:
+    if updater is not None and updated.closed_at is None:  # a closed batch's log takes nothing
         await updater(updated)  # group limits live in the event log too
     return updated
 
@@ -864,7 +917,11 @@ async def set_active(request: Request, study_id: FromPath[str],
     form = await _form(request)
     batch = await study_batch(request, _me(request), study_id, batch_id)
     active = form.get("active") is not None
-    await _apply_update(request, batch, BatchUpdate(active=active))
+    try:
+        await _apply_update(request, batch, BatchUpdate(active=active))
+    except CatalogError as exc:  # batch_closed: never on again
+        return await _overview(request, study_id, batch_id, error=exc.message,
+                               status=409 if exc.code == "batch_closed" else 400)
     back = _text(form, "return")
     slug = back if back in {s for s, _ in _TABS} else ""
     return Redirect(f"{_batch_base(study_id, batch_id)}{'/' + slug if slug else ''}"
@@ -914,6 +971,8 @@ async def create_links(request: Request, study_id: FromPath[str],
     link_type = _text(form, "type")
     labels = [line.strip() for line in _text(form, "labels").splitlines() if line.strip()]
     try:
+        if batch.closed_at is not None:
+            raise CatalogError("batch_closed", CLOSED_NO_LINKS)
         if link_type not in batch.allowed_link_types:
             raise CatalogError("link_type_not_allowed",
                                f"this batch does not allow {link_type or 'that'} links "
@@ -923,10 +982,52 @@ async def create_links(request: Request, study_id: FromPath[str],
             request.app.state.pg, batch.id, link_type, count=count, labels=labels or None,
             label_required=form.get("label_required") is not None, created_by=me.id or None)
     except CatalogError as exc:
-        return await _overview(request, study_id, batch_id, error=exc.message, status=400,
+        return await _overview(request, study_id, batch_id, error=exc.message,
+                               status=409 if exc.code == "batch_closed" else 400,
                                made=link_type)
     query = urlencode({"ok": "links", "n": len(links), "made": link_type})
     return Redirect(f"{_batch_base(study_id, batch_id)}?{query}#links", status_code=303)
+
+
+_RUNS_ACTIVE = re.compile(r"^(\d+) run")
+
+
+def _refusal_text(refused: CloseRefused) -> str:
+    if refused.code != "runs_active":
+        return f"The batch was not closed: {refused.message}"
+    found = _RUNS_ACTIVE.match(refused.message)
+    count = int(found.group(1)) if found else 0
+    runs = ("some runs are" if not count else "1 run is" if count == 1
+            else f"{count} runs are")
+    return (f"The batch was not closed: {runs} still in progress. Tick \u201calso end runs "
+            "still in progress\u201d under Close batch to end them (as failed) and close it, "
+            "or wait until they end.")
+
+
+@post("/studies/{study_id:str}/batches/{batch_id:str}/close", status_code=303)
+async def close_batch(request: Request, study_id: FromPath[str],
+                      batch_id: FromPath[str]) -> Response[Any]:
+    """Close the batch for good (gateway/closing.py); ``force`` ends runs in progress."""
+    form = await _form(request)
+    me = _me(request)
+    batch = await study_batch(request, me, study_id, batch_id)
+    done = f"{_batch_base(study_id, batch_id)}?ok=closed"
+    if batch.closed_at is not None:  # closed already (a second tab, a double submit)
+        return Redirect(done, status_code=303)
+    force = form.get("force") is not None
+    try:
+        closed = await close_through_hub(request.app.state.pg, request.app.state.hub,
+                                         batch.id, force, by=f"experimenter:{me.username}")
+    except CloseRefused as refused:
+        return await _overview(request, study_id, batch_id, error=_refusal_text(refused),
+                               status=refused.status)
+    except TimeoutError:
+        return await _overview(request, study_id, batch_id, status=503, error=(
+            "The batch was not closed: the session store did not answer. Try again in a "
+            "moment."))
+    log.info("batch closed", extra={"batch": batch.id, "by": me.username, "force": force,
+                                    "already": closed.already})
+    return Redirect(done, status_code=303)
 
 
 # ---------------------------------------------------------------------------
@@ -1137,8 +1238,8 @@ console_routes = Router(
     path="/console",
     route_handlers=[
         login_form, login, logout, studies_index, import_study, study_page, create_batch,
-        batch_overview, set_active, save_settings, create_links, monitor_page, session_page,
-        timeline_page, results_page, run_file,
+        batch_overview, set_active, save_settings, create_links, close_batch, monitor_page,
+        session_page, timeline_page, results_page, run_file,
         create_static_files_router(path="/static", directories=[STATIC], name="console-static",
                                    include_in_schema=False, opt={"public": True},
                                    cache_control=None),

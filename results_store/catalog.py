@@ -293,8 +293,13 @@ async def create_links(pool: asyncpg.Pool, batch_id: str, link_type: str, *,
     count = 1 if count is None else count
     if not 1 <= count <= MAX_LINKS_PER_CALL:
         raise CatalogError("bad_count", f"create 1 to {MAX_LINKS_PER_CALL} links at a time")
-    if await pool.fetchval("SELECT 1 FROM batches WHERE id = $1", batch_id) is None:
+    closed = await pool.fetchval("SELECT closed_at IS NOT NULL FROM batches WHERE id = $1",
+                                 batch_id)
+    if closed is None:
         raise CatalogError("batch_not_found", f"there is no batch {batch_id!r}")
+    if closed:
+        raise CatalogError("batch_closed", f"batch {batch_id} is closed for good: it takes no "
+                           "new links")
     label_list: list[str | None] = list(labels) if labels is not None else [None] * count
     label_list = [label or None for label in label_list]
     personal = link_type in PERSONAL

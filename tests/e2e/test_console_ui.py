@@ -28,6 +28,7 @@ import websockets
 
 from services.participant import Participant
 from tests.browser_support.browser import Chromium
+from tests.e2e.conftest import join
 from tests.e2e.stack import REPO, Stack
 from tests.e2e.test_study_flow import Browser, jatos_archive, study_zip
 
@@ -305,6 +306,58 @@ async def test_console_end_to_end(make_stack: Any, chromium: Chromium) -> None:
         assert codes[0] in downloaded(got)
         await shot(browser, "09-results")
 
+    # -- closing the batch for good ----------------------------------------------------------
+    # ann and bob are still in: a dismissed confirm() posts nothing, a close without the
+    # box is refused (the batch stays open), with the box it ends their runs.
+    await browser.goto(batch_page)
+    await browser.wait_for("#close-batch")
+    await shot(browser, "11-overview-before-close")
+    await browser.call("acceptDialogs", accept=False)
+    await browser.click("#close-batch")
+    await asyncio.sleep(0.5)
+    assert (await browser.call("url")) == batch_page
+    assert any(e["type"] == "dialog" and "for good" in e["text"]
+               for e in await browser.logs())
+    await browser.call("acceptDialogs")
+    await browser.click("#close-batch")
+    await browser.wait_text(".alert.error", "2 runs are still in progress")
+    assert await browser.count("#active-switch") == 1
+    assert await browser.count("h1 .badge.on") == 1
+    await shot(browser, "12-close-refused")
+    assert not bots[0][1].closed.done() and not bots[1][1].closed.done()
+    await browser.check("#close-force")
+    await browser.click("#close-batch")
+    await browser.wait_text(".alert.ok", "closed for good")
+    assert (await browser.text("h1 .badge.closed")).startswith("closed ")
+    assert await browser.count("#active-switch") == 0
+    assert await browser.count("#close-batch") == 0
+    assert await browser.count("form.create-links") == 0
+    assert "Closed on" in await browser.text("#closed-note")
+    await shot(browser, "13-overview-closed")
+    for person in (bots[0][1], bots[1][1]):
+        assert await asyncio.wait_for(person.closed, 10) == (4410, "batch_closed")
+    refused = await Browser(participant_url).enter(codes[2])
+    assert refused.status_code == 410 and "batch_closed" in refused.text
+    # Closing again is harmless; new links are refused.
+    csrf = await browser.value("form.settings input[name=csrf]")
+    answer = await browser.eval(
+        """async ([path, csrf]) => { const r = await fetch(path, {method: 'POST',
+        body: new URLSearchParams({csrf})}); return [r.status, r.url]; }""",
+        [f"{batch_page}/close", csrf])
+    assert answer[0] == 200 and answer[1].endswith("?ok=closed")
+    answer = await browser.eval(
+        """async ([path, csrf]) => { const r = await fetch(path, {method: 'POST',
+        body: new URLSearchParams({csrf, type: 'general_multiple', count: '1'})});
+        return [r.status, await r.text()]; }""", [f"{batch_page}/links", csrf])
+    assert answer[0] == 409 and "takes no new links" in answer[1]
+    await browser.goto(f"{console_url}/console/studies/{study}")
+    assert (await browser.text("table.grid .badge.closed")).startswith("closed ")
+    await shot(browser, "14-study-with-closed-batch")
+    # The timeline stays.
+    await browser.goto(f"{batch_page}/timeline")
+    await browser.wait_until("() => Number(document.getElementById('scrubber').max) > 0")
+    await shot(browser, "15-timeline-closed")
+
     # -- CSRF and logout ---------------------------------------------------------------------
     status = await browser.eval(
         """async (path) => (await fetch(path, {method: 'POST', headers: {'Content-Type':
@@ -423,6 +476,43 @@ async def test_console_sessions_csrf_and_logout(make_stack: Any) -> None:
         async with httpx.AsyncClient(base_url=url, cookies=tampered) as forger:
             assert (await forger.get("/api/me")).status_code == 401
             assert (await forger.get("/console")).status_code == 303
+
+        # Closing for good: refused while a run is in progress (nothing changes), then
+        # with the box ticked; afterwards no switching on, no new links, and closing
+        # again is harmless.
+        person = await join(stack, batch)
+        close = f"/console/studies/{study}/batches/{batch}/close"
+        overview_path = f"/console/studies/{study}/batches/{batch}"
+        assert 'id="close-batch"' in (await cleo.get(overview_path)).text
+        assert (await cleo.post(close, data={})).status_code == 403
+        refused = await cleo.post(close, data={"csrf": csrf})
+        assert refused.status_code == 409, refused.text
+        assert "1 run is still in progress" in refused.text
+        assert "also end runs still in progress" in refused.text
+        assert "Traceback" not in refused.text
+        assert (await cleo.get(f"/api/studies/{study}/batches/{batch}")).json()["active"]
+        assert not person.closed.done()
+        closed = await cleo.post(close, data={"csrf": csrf, "force": "on"})
+        assert closed.status_code == 303 and closed.headers["location"].endswith("?ok=closed")
+        assert await asyncio.wait_for(person.closed, 10) == (4410, "batch_closed")
+        overview = (await cleo.get(closed.headers["location"])).text
+        assert "closed for good" in overview and '<span class="badge closed">closed' in overview
+        assert 'id="active-switch"' not in overview and 'id="close-batch"' not in overview
+        assert "Closed on" in overview and 'id="links-closed"' in overview
+        assert 'id="close"' not in overview
+        again = await cleo.post(close, data={"csrf": csrf})
+        assert again.status_code == 303 and again.headers["location"].endswith("?ok=closed")
+        switched = await cleo.post(active, data={"active": "on", "csrf": csrf})
+        assert switched.status_code == 409 and "closed for good" in switched.text
+        links = await cleo.post(f"{overview_path}/links", data={
+            "csrf": csrf, "type": "general_multiple", "count": "1"})
+        assert links.status_code == 409 and "takes no new links" in links.text
+        assert (await cleo.get(f"/api/studies/{study}/batches/{batch}/links")).json() == []
+        after = (await cleo.get(f"/api/studies/{study}/batches/{batch}")).json()
+        assert after["active"] is False and after["label"] == "Wednesday"
+        assert '<span class="badge closed">closed' in (
+            await cleo.get(f"/console/studies/{study}")).text
+        await person.close()
 
         # Logging out ends the session everywhere, also for a copy of the cookie.
         assert (await cleo.post("/console/logout", data={})).status_code == 403

@@ -169,6 +169,7 @@ async def test_a_closed_batch_takes_nobody_and_cannot_be_switched_on(
 
     batch_id = await new_batch(pool, study)
     general = await link(pool, batch_id, "general_multiple")
+    preview = await link(pool, batch_id, "preview")
     await enter(pool, general.code, {})
     asked: list[bool] = []
 
@@ -195,12 +196,14 @@ async def test_a_closed_batch_takes_nobody_and_cannot_be_switched_on(
     batch = await catalog.get_batch(pool, batch_id)
     assert batch.closed_at == closed.closed_at and not batch.active
     await refused("batch_closed", pool, general.code, {})
-    preview = await link(pool, batch_id, "preview")
     await refused("batch_closed", pool, preview.code, {})
     with pytest.raises(CatalogError) as switched:
         await catalog.update_batch(pool, batch_id, BatchUpdate(active=True))
     assert switched.value.code == "batch_closed"
     assert not (await catalog.get_batch(pool, batch_id)).active
+    with pytest.raises(CatalogError) as linked:
+        await link(pool, batch_id, "general_single")
+    assert linked.value.code == "batch_closed"
     again = await close_batch(pool, batch_id, await log_says(Outcome(
         cmd="c", ok=False, code="batch_closed")))
     assert again.already and again.closed_at == closed.closed_at

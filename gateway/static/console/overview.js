@@ -31,3 +31,14 @@ if (type && asks) {
   type.addEventListener('change', sync);
   sync();
 }
+
+// Closing for good asks first (without scripts the form posts straight away).
+const closeForm = document.querySelector('form.close-form[data-confirm]');
+if (closeForm) {
+  closeForm.addEventListener('submit', (event) => {
+    const tidy = (text) => (text || '').replace(/\s+/g, ' ').trim();
+    const force = closeForm.querySelector('input[name="force"]')?.checked;
+    const message = tidy(closeForm.dataset.confirm) + (force ? `\n\n${tidy(closeForm.dataset.confirmForce)}` : '');
+    if (!confirm(message)) event.preventDefault();
+  });
+}
