@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 import uuid
@@ -69,21 +68,6 @@ READ_COUNT = 1000
 # event), and so are narrow frames (a pair's messages go out at once).
 TICK_S = 0.005
 WIDE_FANOUT = 16
-# The collector's young generation, 10x Python's default: under load the gateway
-# allocates fast, and each collection that reached the oldest generation scanned
-# every live object (70-180 ms with ~100,000 of them, a stall for every socket).
-GC_THRESHOLDS = (7000, 10, 10)
-
-
-def tune_gc() -> None:
-    """Once per process: what exists at startup (modules, the app) is never garbage,
-    so it is frozen out of every later scan, and collections run 10x less often."""
-    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
-
-
 class CommandSender:
     """Queues commands and writes them in one pipeline per flush (many per round trip)."""
 
@@ -186,7 +170,6 @@ class Hub:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        tune_gc()
         self._tasks = [asyncio.create_task(self._read_partition(p))
                        for p in range(self.settings.partitions)]
         self._tasks.append(asyncio.create_task(self._read_replies()))

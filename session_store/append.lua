@@ -61,15 +61,38 @@ for c = 1, ncmds do
   cmds[c] = cmd
 end
 
--- Pass 2: write.
+-- Pass 2: write. Versions and dedupe records are gathered and written once per
+-- key at the end (a hot scope moves many versions in one call; one run sends
+-- many commands): fewer calls while the script holds Redis.
 local results = {}
+local versions = {}   -- versions key -> {scope -> last version}
+local vorder = {}
+local dedupe = {}     -- dedupe key -> {id, outcome, id, outcome, ...}
+local dorder = {}
+
+local function remember(dkey, id, outcome)
+  local d = dedupe[dkey]
+  if d == nil then
+    d = {}
+    dedupe[dkey] = d
+    dorder[#dorder + 1] = dkey
+  end
+  d[#d + 1] = id
+  d[#d + 1] = outcome
+end
+
+-- HSET key f1 v1 f2 v2 ... in slices (unpack has a stack limit).
+local function hset_all(key, flat)
+  for i = 1, #flat, 400 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 399, #flat)))
+  end
+end
 for c = 1, ncmds do
   local cmd = cmds[c]
   if cmd.prior then
     results[c] = {'dup', cmd.prior}
   elseif cmd.rejected ~= '' then
-    redis.call('HSET', cmd.dkey, cmd.id, cmd.rejected)
-    redis.call('EXPIRE', cmd.dkey, ttl)
+    remember(cmd.dkey, cmd.id, cmd.rejected)
     results[c] = {'rejected'}
   else
     local res = {'new'}
@@ -77,7 +100,13 @@ for c = 1, ncmds do
     for e = 1, #cmd.events do
       local ev = cmd.events[e]
       last = redis.call('XADD', ev.stream, '*', 'e', ev.payload)
-      redis.call('HSET', ev.vkey, ev.scope, ev.version)
+      local v = versions[ev.vkey]
+      if v == nil then
+        v = {}
+        versions[ev.vkey] = v
+        vorder[#vorder + 1] = ev.vkey
+      end
+      v[ev.scope] = ev.version
       if ev.side > 0 then
         redis.call('HSET', KEYS[ev.side], ev.field, ev.value)
       end
@@ -88,10 +117,22 @@ for c = 1, ncmds do
     end
     -- The template holds the literal '%POS%' where the position goes.
     local outcome = string.gsub(cmd.template, '%%POS%%', last)
-    redis.call('HSET', cmd.dkey, cmd.id, outcome)
-    redis.call('EXPIRE', cmd.dkey, ttl)
+    remember(cmd.dkey, cmd.id, outcome)
     results[c] = res
   end
+end
+
+for _, vkey in ipairs(vorder) do
+  local flat = {}
+  for scope, version in pairs(versions[vkey]) do
+    flat[#flat + 1] = scope
+    flat[#flat + 1] = version
+  end
+  hset_all(vkey, flat)
+end
+for _, dkey in ipairs(dorder) do
+  hset_all(dkey, dedupe[dkey])
+  redis.call('EXPIRE', dkey, ttl)
 end
 
 if ARGV[2] ~= '' then

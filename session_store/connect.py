@@ -3,15 +3,97 @@
 Everything Cohort does is either a single-key command, a pipeline without
 transactions, a multi-key XREAD over one partition, or a Lua script over one
 partition; all of these keep to one slot per call, so both clients serve.
+
+No per-reply socket timeout: redis-py wraps every reply read in an
+``asyncio.timeout`` when one is set, which cost the gateway 7-11% of its CPU
+under load (py-spy). A dead server or a half-open connection is found by TCP
+keepalive (redis-py's defaults: idle 30 s, then 3 probes 5 s apart) and by a
+PING before a connection idle for ``HEALTH_CHECK_S`` is reused; where a hang
+matters, callers bound the wait themselves (``Hub.request``, the worker's
+lease, which lapses on its own and fences a stuck owner out by its epoch).
+
+When every pooled connection is busy (a join storm's burst, say), a caller
+waits for one to come back instead of failing with ``MaxConnectionsError``.
+(redis-py's ``BlockingConnectionPool`` does that too, but takes a lock and a
+timeout on every command: ~20% fewer commands/s here.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import MaxConnectionsError
+
+MAX_CONNECTIONS = 200
+# How long a caller waits for a free pooled connection before it fails.
+POOL_WAIT_S = 30.0
+HEALTH_CHECK_S = 30
+
+DEFAULTS: dict[str, Any] = {
+    "socket_timeout": None,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "health_check_interval": HEALTH_CHECK_S,
+}
+
+
+class WaitingPool(ConnectionPool):
+    """redis-py's pool, except that a caller finding every connection in use waits
+    (first come, first served, up to ``POOL_WAIT_S``) for one to be released rather
+    than failing at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + POOL_WAIT_S
+        while True:
+            if not self._waiters:  # nobody queued ahead of us
+                try:
+                    return await super().get_connection(*args, **kwargs)
+                except MaxConnectionsError:
+                    pass
+            left = deadline - loop.time()
+            if left <= 0:
+                raise MaxConnectionsError("Too many connections (none released in time)")
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_next()  # handed a place it will not use: pass it on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if waiter.done() and not waiter.cancelled():
+                # Handed a released connection's place: take it before anyone else.
+                try:
+                    return await super().get_connection(*args, **kwargs)
+                except MaxConnectionsError:
+                    continue
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
 
 def wants_cluster(url: str) -> tuple[bool, str]:
@@ -24,6 +106,8 @@ def wants_cluster(url: str) -> tuple[bool, str]:
 
 def connect_redis(url: str, **options: Any) -> Redis:
     cluster, clean = wants_cluster(url)
+    options = {**DEFAULTS, **options}
     if cluster:
         return RedisCluster.from_url(clean, **options)  # type: ignore[return-value]
-    return Redis.from_url(clean, **options)
+    options.setdefault("max_connections", MAX_CONNECTIONS)
+    return Redis.from_pool(WaitingPool.from_url(clean, **options))

@@ -23,6 +23,9 @@ from session_store.upgrade import UPGRADER
 SNAPSHOTS_KEPT = 20
 _msgpack = msgspec.msgpack.Encoder()
 READ_CHUNK = 5000
+# Commands per append script: a script holds Redis while it runs (a 1,000-command
+# one, 10-68 ms), so a large iteration is appended in slices of this many.
+APPEND_CHUNK = 200
 
 
 class StaleEpoch(Exception):
@@ -79,6 +82,40 @@ class EventStore:
     # -- appends ---------------------------------------------------------------
 
     async def append(
+        self,
+        partition: int,
+        epoch: int,
+        cursor: str,
+        commands: Sequence[PlannedCommand],
+        dedupe_ttl_s: int,
+        chunk: int = APPEND_CHUNK,
+    ) -> AppendResult:
+        """Append one iteration's outcomes, ``chunk`` commands per script call.
+
+        Each call is fenced and validated on its own; the cursor moves with the last
+        one only, so commands of a slice that committed before a failure are handled
+        again and answered from their dedupe records (like any retry). A command id
+        repeated in a later slice reads as a repeat within the iteration, as it
+        would in one call."""
+        if len(commands) <= chunk:
+            return await self._append_once(partition, epoch, cursor, commands, dedupe_ttl_s)
+        results: list[tuple[str, list[bytes]]] = []
+        earlier: set[tuple[str, str, str]] = set()
+        for start in range(0, len(commands), chunk):
+            part = commands[start:start + chunk]
+            last = start + chunk >= len(commands)
+            got = await self._append_once(partition, epoch, cursor if last else "", part,
+                                          dedupe_ttl_s)
+            for command, (kind, values) in zip(part, got.results, strict=True):
+                ident = (command.batch, command.run, command.cmd_id)
+                if kind == "dup" and ident in earlier:
+                    values = [b"same-iteration"]
+                elif kind != "dup":
+                    earlier.add(ident)  # first written by this iteration
+                results.append((kind, values))
+        return AppendResult(results)
+
+    async def _append_once(
         self,
         partition: int,
         epoch: int,

@@ -42,7 +42,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the test extras bring both
     raise SystemExit(
         f"cohort loadtest needs the 'websockets' and 'httpx' packages ({exc}): "
-        "pip install 'cohort[test]' (or: pip install websockets httpx)") from None
+        "pip install 'cohort[loadtest]' (or: pip install websockets httpx)") from None
 
 __all__ = ["CommandFailed", "Deployment", "FrameCache", "HttpConnection", "LeanSocket",
            "LoadParticipant", "SetupError", "Ticket"]

@@ -1,0 +1,245 @@
+"""The load paths of issue 9: the gateway's tick coalescing and shared last-seen marks,
+appends split into capped scripts, and the Redis pool that waits instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+import pytest
+
+from gateway import hub as hub_module
+from gateway.connection import Connection
+from gateway.hub import Hub
+from services.settings import Settings
+from session_store.commands import Outcome, decode_outcome, encode
+from session_store.connect import connect_redis
+from session_store.events import BATCH_SESSION, BatchOpened, SessionPatched, encode_event
+from session_store.keys import Keys
+from session_store.store import EventStore, PlannedCommand, PlannedEvent
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def store(redis_url: str, make_prefix: Callable[[], str]) -> AsyncIterator[EventStore]:
+    redis = connect_redis(redis_url)
+    yield EventStore(redis, Keys(make_prefix(), 4))
+    await redis.aclose()
+
+
+def patch(batch: str, run: str, cmd: str, version: int) -> PlannedCommand:
+    event = SessionPatched(scope=BATCH_SESSION, version=version, cmd=cmd, run=run,
+                           ops=[{"op": "add", "path": f"/{cmd}", "value": version}])
+    template = encode(Outcome(cmd=cmd, ok=True, scope=BATCH_SESSION, version=version,
+                              pos="%POS%"))
+    return PlannedCommand(batch, run, cmd, [PlannedEvent(batch, BATCH_SESSION, version,
+                                                         encode_event(event))],
+                          template=template)
+
+
+async def own(store: EventStore, batch: str) -> tuple[int, int]:
+    partition = store.keys.partition(batch)
+    epoch = await store.acquire(partition, "w1", 10_000)
+    assert epoch > 0
+    return partition, epoch
+
+
+# -- appends in capped slices ----------------------------------------------------
+
+
+async def test_a_large_append_is_split_and_reads_as_one(store: EventStore):
+    batch = "split"
+    partition, epoch = await own(store, batch)
+    rejection = encode(Outcome(cmd="bad", ok=False, code="test_failed", message="no"))
+    plans = [patch(batch, f"r{i % 7}", f"c{i}", i + 1) for i in range(450)]
+    # A rejection, and a repeat of c5 in a later slice (its first copy committed here).
+    plans.insert(300, PlannedCommand(batch, "r1", "bad", [], rejected=rejection))
+    plans.append(PlannedCommand(batch, "r5", "c5", []))
+    result = await store.append(partition, epoch, "9-0", plans, 60, chunk=100)
+
+    kinds = [kind for kind, _ in result.results]
+    assert kinds == ["new"] * 300 + ["rejected"] + ["new"] * 150 + ["dup"]
+    assert result.results[-1][1] == [b"same-iteration"]
+    entries = await store.redis.xrange(store.keys.events(batch))
+    assert len(entries) == 450
+    assert [r[1][-1] for r in result.results[:300]] == [e[0] for e in entries[:300]]
+    assert await store.redis.hget(store.keys.versions(batch), BATCH_SESSION) == b"450"
+    assert await store.redis.get(store.keys.cursor(partition)) == b"9-0"
+    # Every dedupe record was written, once per command, with its position.
+    stored = await store.dedupe_lookup([(batch, f"r{i % 7}", f"c{i}") for i in range(450)])
+    assert [decode_outcome(s).version for s in stored if s] == list(range(1, 451))
+    assert decode_outcome(stored[449]).pos == entries[-1][0].decode()
+    assert await store.dedupe_lookup([(batch, "r1", "bad")]) == [rejection]
+    for run in range(7):
+        assert await store.redis.ttl(store.keys.dedupe(batch, f"r{run}")) > 0
+
+    # Retried as a whole (a crash before the cursor moved): every command is a repeat.
+    again = await store.append(partition, epoch, "9-0", plans, 60, chunk=100)
+    assert {kind for kind, _ in again.results} == {"dup"}
+    assert await store.redis.xlen(store.keys.events(batch)) == 450
+
+
+async def test_one_script_writes_each_scope_version_once(store: EventStore):
+    batch = "versions"
+    partition, epoch = await own(store, batch)
+    group = "group_session:1"
+    plans = []
+    for i in range(1, 41):
+        plans.append(patch(batch, "r1", f"b{i}", i))
+        event = SessionPatched(scope=group, version=i, cmd=f"g{i}", run="r2",
+                               ops=[{"op": "add", "path": "/x", "value": i}])
+        plans.append(PlannedCommand(batch, "r2", f"g{i}", [PlannedEvent(
+            batch, group, i, encode_event(event))], template=encode(Outcome(
+                cmd=f"g{i}", ok=True, scope=group, version=i, pos="%POS%"))))
+    await store.append(partition, epoch, "", plans, 60)
+    assert await store.redis.hgetall(store.keys.versions(batch)) == {
+        BATCH_SESSION.encode(): b"40", group.encode(): b"40"}
+    # The next append checks against those versions.
+    result = await store.append(partition, epoch, "", [patch(batch, "r1", "b41", 41)], 60)
+    assert result.results[0][0] == "new"
+
+
+# -- the pool --------------------------------------------------------------------
+
+
+async def test_the_pool_waits_for_a_connection_instead_of_failing(redis_url: str,
+                                                                  make_prefix: Callable[[], str]):
+    redis = connect_redis(redis_url, max_connections=3)
+    key = f"{make_prefix()}:pool"
+    try:
+        await asyncio.gather(*(redis.hset(key, str(i), i) for i in range(500)))
+        assert await redis.hlen(key) == 500
+        assert len(redis.connection_pool._available_connections) <= 3
+    finally:
+        await redis.delete(key)
+        await redis.aclose()
+
+
+# -- the gateway ---------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+
+    async def send(self, frame: str) -> None:
+        self.frames.append(msgspec.json.decode(frame))
+
+
+async def hub_with_batch(settings: Settings, redis_url: str, batch: str
+                         ) -> tuple[Hub, EventStore, int, int]:
+    redis = connect_redis(redis_url)
+    hub = Hub(settings, redis, gateway_id="gw-test")
+    store = hub.store
+    partition, epoch = await own(store, batch)
+    opened = BatchOpened(scope="batch", version=1)
+    await store.append(partition, epoch, "", [PlannedCommand(batch, "admin", "open", [
+        PlannedEvent(batch, "batch", 1, encode_event(opened))], template=b"%POS%")], 60)
+    return hub, store, partition, epoch
+
+
+def subscribe(hub: Hub, view, count: int) -> list[tuple[Connection, Recorder, asyncio.Task]]:
+    out = []
+    for i in range(count):
+        recorder = Recorder()
+        conn = Connection(f"c{i}", f"run{i}", view, set(), recorder.send, 1 << 22, 3, 60.0)
+        hub.attach(conn, None)
+        out.append((conn, recorder, asyncio.create_task(conn.run_sender())))
+    return out
+
+
+async def test_a_wide_batch_gets_one_frame_per_tick_with_every_version_in_order(
+        settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(hub_module, "TICK_S", 0.05)  # long enough to see on a busy machine
+    batch = "tick-wide"
+    hub, store, partition, epoch = await hub_with_batch(settings, redis_url, batch)
+    view = await hub.open_view(batch)
+    assert view is not None
+    subs = subscribe(hub, view, hub_module.WIDE_FANOUT)
+    reader = asyncio.create_task(hub._read_partition(partition))
+    try:
+        total = 120
+        started = time.monotonic()
+        for v in range(1, total + 1):  # one event per append, ~1 ms apart
+            await store.append(partition, epoch, "", [patch(batch, "w", f"p{v}", v)], 60)
+            await asyncio.sleep(0.001)
+        deadline = time.monotonic() + 10
+        # Polled: the recorders have no event to wait on.
+        while any(not r.frames or r.frames[-1].get("changes", [{}])[-1].get("v") != total  # noqa: ASYNC110
+                  for _, r, _ in subs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        for _, recorder, _ in subs:
+            assert recorder.frames[0]["type"] == "state"
+            updates = [f for f in recorder.frames[1:] if f["type"] == "update"]
+            versions = [c["v"] for f in updates for c in f["changes"]]
+            assert versions == list(range(1, total + 1)), "every version once, in order"
+            # At most one frame per tick (plus the one right after the idle wait).
+            assert len(updates) <= elapsed / 0.05 + 2
+            assert len(updates) < total / 3
+    finally:
+        reader.cancel()
+        for conn, _, task in subs:
+            task.cancel()
+            hub.detach(conn)
+        await asyncio.gather(reader, *(t for _, _, t in subs), return_exceptions=True)
+        await hub.redis.aclose()
+
+
+async def test_narrow_frames_are_not_held_back(settings: Settings, redis_url: str,
+                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(hub_module, "TICK_S", 5.0)  # a held-back read would time out
+    batch = "tick-narrow"
+    hub, store, partition, epoch = await hub_with_batch(settings, redis_url, batch)
+    view = await hub.open_view(batch)
+    assert view is not None
+    [(conn, recorder, task)] = subscribe(hub, view, 1)
+    reader = asyncio.create_task(hub._read_partition(partition))
+    try:
+        for v in range(1, 6):
+            await store.append(partition, epoch, "", [patch(batch, "w", f"p{v}", v)], 60)
+            deadline = time.monotonic() + 2
+            while not any(c["v"] == v for f in recorder.frames if f["type"] == "update"
+                          for c in f["changes"]):
+                assert time.monotonic() < deadline, f"version {v} was held back"
+                await asyncio.sleep(0.005)
+    finally:
+        reader.cancel()
+        task.cancel()
+        hub.detach(conn)
+        await asyncio.gather(reader, task, return_exceptions=True)
+        await hub.redis.aclose()
+
+
+async def test_marks_of_many_channels_share_one_write(settings: Settings, redis_url: str):
+    redis = connect_redis(redis_url, max_connections=2)
+    hub = Hub(settings, redis, gateway_id="gw-marks")
+    batch = "marks"
+    calls = 0
+    real_pipeline = redis.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real_pipeline(*args, **kwargs)
+
+    redis.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        before = int(time.time() * 1000)
+        await asyncio.gather(*(hub.mark_seen(batch, f"run{i}", force=True) for i in range(300)),
+                             hub.mark_seen(batch, "gone", force=True))
+        await hub.mark_seen(batch, "gone", force=True, gone=True)
+        marks = await redis.hgetall(hub.keys.last_seen(batch))
+        assert len(marks) == 301
+        assert all(int(marks[f"run{i}".encode()]) >= before for i in range(300))
+        assert int(marks[b"gone"]) <= -before
+        assert calls <= 3, "one pipeline per round, not one write per mark"
+        # Throttled: a mark within SEEN_EVERY_S of the last one is not written again.
+        await hub.mark_seen(batch, "run1")
+        assert calls <= 3
+    finally:
+        await redis.delete(hub.keys.last_seen(batch))
+        await redis.aclose()
