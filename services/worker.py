@@ -91,6 +91,8 @@ class PartitionLoop:
         self.task: asyncio.Task[None] | None = None
         self.last_run_check = 0.0
         self.check_dupes = False
+        # Batches known to be closed (never watched again).
+        self.closed: set[str] = set()
 
     async def run(self) -> None:
         w = self.worker
@@ -296,6 +298,7 @@ class PartitionLoop:
         written for it, so nothing re-creates its keys after the finalizer removed them
         (a later command reloads it and is refused)."""
         holder = self.batches.pop(batch_id, None)
+        self.closed.add(batch_id)
         if holder is not None:
             await self.worker.store.save_snapshot(
                 batch_id, encode_state(holder.state), holder.state.pos)
@@ -317,9 +320,15 @@ class PartitionLoop:
         if now - self.last_run_check < s.run_check_every_s:
             return
         self.last_run_check = now
-        # Batches this owner has not loaded yet may have runs to watch too.
+        # Batches this owner has not loaded yet may have runs to watch too; closed
+        # ones have none, and stay out of memory (until the finalizer removes them).
         for raw in await w.redis.smembers(w.keys.batches(self.partition)):
-            await self.holder(raw.decode())
+            batch_id = raw.decode()
+            if batch_id in self.batches or batch_id in self.closed:
+                continue
+            if (await self.holder(batch_id)).state.closed:
+                del self.batches[batch_id]
+                self.closed.add(batch_id)
         now_ms = int(time.time() * 1000)
         commands: list[Command] = []
         for batch_id, holder in self.batches.items():
