@@ -62,7 +62,9 @@ def make_close_route(guard: Guard) -> HTTPRouteHandler:
         except CloseRefused as refused:
             return error(refused.status, refused.code, refused.message)
         except TimeoutError:
-            return error(503, "unavailable", "the session store did not answer; retry later")
+            return error(503, "unavailable", "the session store did not answer in time: the "
+                         "batch may still close (the finalizer then closes it in Postgres "
+                         "too); ask again to find out")
         return Response(msgspec.to_builtins(closed))
 
     return close

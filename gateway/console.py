@@ -1023,8 +1023,8 @@ async def close_batch(request: Request, study_id: FromPath[str],
                                status=refused.status)
     except TimeoutError:
         return await _overview(request, study_id, batch_id, status=503, error=(
-            "The batch was not closed: the session store did not answer. Try again in a "
-            "moment."))
+            "The session store did not answer in time, so the batch may or may not close "
+            "in a moment. Reload this page in a moment to see."))
     log.info("batch closed", extra={"batch": batch.id, "by": me.username, "force": force,
                                     "already": closed.already})
     return Redirect(done, status_code=303)

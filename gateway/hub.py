@@ -100,13 +100,21 @@ class CommandSender:
             metrics.COMMANDS.inc(len(batch))
 
 
+def seen_ttl_s(settings: Settings) -> int:
+    """How long a batch's last-seen hash outlives its last mark: well past every limit
+    the worker judges marks by, so that nothing it needs expires, and short enough
+    that a mark written after the batch was removed from Redis does not stay."""
+    return int(3 * max(settings.run_timeout_s, settings.group_idle_s, 60))
+
+
 class MarkWriter:
     """Last-seen marks, written together: one pipeline per round trip, however many
     channels open at once (a join storm's per-open HSETs ran the pool out)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ttl_s: int) -> None:
         self.redis = redis
         self.keys = keys
+        self.ttl_s = ttl_s
         # batch -> run -> mark; a later mark of the same run replaces an earlier one.
         self._pending: dict[str, dict[str, int]] = {}
         self._done: asyncio.Future[Exception | None] | None = None
@@ -131,7 +139,9 @@ class MarkWriter:
                 error: Exception | None = None
                 pipe = self.redis.pipeline(transaction=False)
                 for batch_id, marks in pending.items():
-                    pipe.hset(self.keys.last_seen(batch_id), mapping=marks)
+                    key = self.keys.last_seen(batch_id)
+                    pipe.hset(key, mapping=marks)
+                    pipe.expire(key, self.ttl_s)
                 try:
                     await pipe.execute()
                 except Exception as exc:
@@ -158,7 +168,7 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.run_connections: dict[str, set[Connection]] = {}
         self._marks: set[asyncio.Future[None]] = set()
-        self.marks = MarkWriter(redis, self.keys)
+        self.marks = MarkWriter(redis, self.keys, seen_ttl_s(settings))
         self.sender = CommandSender(redis, self.keys)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
         self._partition_wake = {p: asyncio.Event() for p in range(settings.partitions)}
@@ -516,7 +526,9 @@ class Hub:
             ms = int(time.time() * 1000)
             pipe = self.redis.pipeline(transaction=False)
             for batch_id, runs in by_batch.items():
-                pipe.hset(self.keys.last_seen(batch_id), mapping=dict.fromkeys(runs, ms))
+                key = self.keys.last_seen(batch_id)
+                pipe.hset(key, mapping=dict.fromkeys(runs, ms))
+                pipe.expire(key, self.marks.ttl_s)
             try:
                 await pipe.execute()
             except Exception as exc:  # best effort, like every mark

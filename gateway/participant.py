@@ -178,6 +178,11 @@ async def enter(request: Request, code: FromPath[str]) -> Response[Any] | Redire
         # The batch exists in Postgres but was never opened in the log: open it now.
         await open_live_batch(request, entered.batch_id)
         outcome = await run_command(request, start_run)
+    if not outcome.ok and outcome.code == "batch_closed":
+        # Closed between the entry and the start: the run ends before it began.
+        await record_end(request, entered.run_id, "failed", "batch_closed")
+        status, title, text = REFUSAL_PAGES["batch_closed"]
+        return page(status, title, text, "batch_closed")
     if not outcome.ok:
         return page(503, "The study could not start", outcome.message, outcome.code)
     signer: TokenSigner = request.app.state.signer

@@ -65,7 +65,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
     key = Keys(settings.key_prefix, settings.partitions).finalizer_heartbeat()
     async def on_closed(batch_id: str, final: BatchState) -> None:
-        await record_run_ends(pool, batch_id, final)
+        await close_in_postgres(pool, batch_id, final)
 
     archiver = Archiver.from_settings(redis, pool, settings, checkpoint=crash_hook(),
                                       on_closed=on_closed)
@@ -119,6 +119,20 @@ async def close_ended_runs(redis: Any, pool: asyncpg.Pool, settings: Settings) -
             if state is not None:
                 closed += await record_run_ends(pool, batch_id, state)
     return closed
+
+
+async def close_in_postgres(pool: asyncpg.Pool, batch_id: str, final: BatchState) -> None:
+    """Postgres follows the log once a batch is closed there: the batch takes nobody
+    (also when the request that closed it timed out before it saw the answer), and
+    every run it holds has ended, including one that entered while the batch was
+    being closed and was refused by the log before it started."""
+    await pool.execute("UPDATE batches SET closed_at = coalesce(closed_at, now()), "
+                       "active = false WHERE id = $1", batch_id)
+    await record_run_ends(pool, batch_id, final)
+    for row in await pool.fetch("SELECT id FROM runs WHERE batch_id = $1 AND "
+                                "end_state IS NULL", batch_id):
+        if row["id"] not in final.runs:
+            await results.mark_run_ended(pool, row["id"], "failed", "batch_closed")
 
 
 async def record_run_ends(pool: asyncpg.Pool, batch_id: str, state: BatchState) -> int:

@@ -62,6 +62,8 @@ log = logging.getLogger("cohort.worker")
 
 # Gateway id of commands the worker issues itself.
 SYSTEM = "system"
+# A reply stream nobody wrote to for this long belongs to a caller that is gone.
+REPLIES_TTL_S = 24 * 3600
 # Refusals that hold for good (the batch is closed, or was never opened): not
 # remembered per command id.
 FINAL_REFUSALS = frozenset({"batch_closed", "batch_not_found"})
@@ -161,12 +163,17 @@ class PartitionLoop:
         planned: list[PlannedCommand] = []
         planned_for: list[Command] = []
         unrecorded: list[tuple[Command, Rejected]] = []
+        final_ids: set[tuple[str, str, str]] = set()
         answers: list[tuple[Command, bytes]] = []
         seen: set[tuple[str, str, str]] = set()
-        for _, command in commands:
+        new_cursor = commands[-1][0]
+        tainted = ""
+        for entry_id, command in commands:
             if command is None:
                 continue
             ident = (command.batch, command.run, command.id)
+            if ident in final_ids:
+                continue  # a repeat of a final refusal in this iteration: answered once
             if prior.get(ident) is not None or ident in seen:
                 # Answered after the append, from what Redis remembers.
                 planned.append(PlannedCommand(command.batch, command.run, command.id, []))
@@ -179,18 +186,33 @@ class PartitionLoop:
             except Rejected as rejection:
                 if rejection.code in FINAL_REFUSALS:
                     unrecorded.append((command, rejection))
+                    final_ids.add(ident)
                     continue
                 # Answered after the append: Redis may know this id already.
                 planned.append(PlannedCommand(command.batch, command.run, command.id, [],
                                               rejected=encode(rejection.outcome(command))))
                 planned_for.append(command)
                 continue
+            except Exception:
+                # A bug, not bad input: refuse this command (recorded, so a retry is
+                # refused too), end the iteration after it and reload the batch from
+                # the log, whatever the failed decision left in memory. One bad
+                # command must not stall its partition.
+                log.exception("deciding a command failed", extra={
+                    "batch": command.batch, "command": command.id})
+                planned.append(PlannedCommand(
+                    command.batch, command.run, command.id, [], rejected=encode(Outcome(
+                        cmd=command.id, ok=False, code="internal_error",
+                        message="the session service failed on this command",
+                        conn=command.conn))))
+                planned_for.append(command)
+                new_cursor, tainted = entry_id, command.batch
+                break
             planned.append(self.plan(command, decision))
             planned_for.append(command)
             holder.since_snapshot += len(decision.events)
             holder.last_active = time.monotonic()
 
-        new_cursor = commands[-1][0]
         opened: list[str] = []
         closed: list[str] = []
         result = await w.store.append(
@@ -216,11 +238,19 @@ class PartitionLoop:
             elif kind == "dup":
                 if values[0] == b"same-iteration":
                     continue  # the first copy in this iteration is answered already
+                # Committed by an earlier attempt of this iteration (an append split
+                # into slices, then a conflict): finish what its commit asks for.
+                if isinstance(command, OpenBatch):
+                    opened.append(command.batch)
+                elif isinstance(command, CloseBatch) and decode_outcome(values[0]).ok:
+                    closed.append(command.batch)
                 if plan.events:
                     # Decided again in memory, but Redis already had it: forget the
                     # batch's state, it is rebuilt from the log on its next command.
                     self.batches.pop(command.batch, None)
                 answers.append((command, values[0]))
+        if tainted:
+            self.batches.pop(tainted, None)
         if opened:
             await w.redis.sadd(w.keys.batches(self.partition), *opened)
         for batch_id in closed:
@@ -269,13 +299,17 @@ class PartitionLoop:
         for command, outcome_bytes in answers:
             if command.gw == SYSTEM:
                 continue  # the worker's own commands (timeouts) have nobody to answer
+            if not outcome_bytes:
+                log.error("no outcome to answer", extra={"command": command.id})
+                continue
             # Route to the connection that sent this copy, not the first one.
             outcome: Outcome = decode_outcome(outcome_bytes)
             outcome.conn = command.conn
-            pipe.xadd(
-                w.keys.replies(command.gw), {"o": encode(outcome)},
-                maxlen=w.settings.replies_maxlen, approximate=True,
-            )
+            key = w.keys.replies(command.gw)
+            pipe.xadd(key, {"o": encode(outcome)}, maxlen=w.settings.replies_maxlen,
+                      approximate=True)
+            # Gone with a gateway that died or a CLI that stopped waiting.
+            pipe.expire(key, REPLIES_TTL_S)
         await pipe.execute()
 
     async def maybe_snapshot(self, idle_after_s: float | None = None) -> None:
@@ -414,6 +448,10 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             log.error("partition loop crashed", extra={
                 "partition": loop.partition, "error": repr(task.exception())})
+            if not loop.stopping:
+                # Give the lease back at once (a new epoch is taken on the next balance)
+                # rather than leave the partition unowned until it lapses.
+                self.spawn(self.store.release(loop.partition, self.worker_id, loop.epoch))
 
     async def balance(self) -> None:
         """Renew what we own, take free partitions up to a fair share, give back extras."""

@@ -7,7 +7,7 @@ partition; all of these keep to one slot per call, so both clients serve.
 No per-reply socket timeout: redis-py wraps every reply read in an
 ``asyncio.timeout`` when one is set, which cost the gateway 7-11% of its CPU
 under load (py-spy). A dead server or a half-open connection is found by TCP
-keepalive (redis-py's defaults: idle 30 s, then 3 probes 5 s apart) and by a
+keepalive (idle 30 s, then 3 probes 5 s apart: ``KEEPALIVE``) and by a
 PING before a connection idle for ``HEALTH_CHECK_S`` is reused; where a hang
 matters, callers bound the wait themselves (``Hub.request``, the worker's
 lease, which lapses on its own and fences a stuck owner out by its epoch).
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -35,10 +36,19 @@ MAX_CONNECTIONS = 200
 POOL_WAIT_S = 30.0
 HEALTH_CHECK_S = 30
 
+# Keepalive probes after 30 s idle, every 5 s, 3 of them: set here rather than
+# relying on a redis-py version's defaults (older ones leave the OS's 2 hours).
+KEEPALIVE: dict[int, int] = {
+    opt: value for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5),
+                                   ("TCP_KEEPCNT", 3))
+    if (opt := getattr(socket, name, None)) is not None
+}
+
 DEFAULTS: dict[str, Any] = {
     "socket_timeout": None,
     "socket_connect_timeout": 5.0,
     "socket_keepalive": True,
+    "socket_keepalive_options": KEEPALIVE,
     "health_check_interval": HEALTH_CHECK_S,
 }
 

@@ -107,6 +107,14 @@ def decide(state: BatchState, command: Command, limits: Limits, sizes: SizeTrack
             scope=BATCH_SCOPE, version=state.version(BATCH_SCOPE) + 1,
             label=command.label, groups=command.groups, **origin))])
     if not state.opened:
+        if isinstance(command, CloseBatch):
+            # Closing a batch nobody entered yet: the log records it opened and closed,
+            # so a late first entry's open_batch is refused (batch_exists) rather than
+            # opening a batch that Postgres calls closed.
+            emit = Emitter(state, origin)
+            emit(BatchOpened, BATCH_SCOPE)
+            emit(BatchClosed, BATCH_SCOPE)
+            return Decision(emit.events)
         raise Rejected("batch_not_found", f"batch {state.batch_id} does not exist")
     if state.closed:
         raise Rejected("batch_closed", f"batch {state.batch_id} is closed",

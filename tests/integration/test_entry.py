@@ -210,6 +210,32 @@ async def test_a_closed_batch_takes_nobody_and_cannot_be_switched_on(
     assert await run_count(pool, batch_id) == 2
 
 
+async def test_postgres_follows_a_close_the_log_made(pool: asyncpg.Pool, study: str) -> None:
+    """The finalizer's step for a closed batch: the batch is closed in Postgres even if
+    the request that closed it never saw the answer, and every run has ended, also
+    one that entered during the close and was refused before it started."""
+    from services.finalizer import close_in_postgres
+    from session_store.projector import BatchState, RunState
+
+    batch_id = await new_batch(pool, study)
+    general = await link(pool, batch_id, "general_multiple")
+    ran = await enter(pool, general.code, {})
+    late = await enter(pool, general.code, {})
+    final = BatchState(batch_id=batch_id, opened=True, closed=True, runs={
+        ran.run_id: RunState(state="failed", reason="batch_closed")})
+    await close_in_postgres(pool, batch_id, final)
+    batch = await catalog.get_batch(pool, batch_id)
+    assert batch.closed_at is not None and not batch.active
+    ends = {r["id"]: (r["end_state"], r["end_message"]) for r in await pool.fetch(
+        "SELECT id, end_state, end_message FROM runs WHERE batch_id = $1", batch_id)}
+    assert ends == {ran.run_id: ("failed", "batch_closed"),
+                    late.run_id: ("failed", "batch_closed")}
+    await refused("batch_closed", pool, general.code, {})
+    closed_at = batch.closed_at
+    await close_in_postgres(pool, batch_id, final)  # a repeated pass changes nothing
+    assert (await catalog.get_batch(pool, batch_id)).closed_at == closed_at
+
+
 async def test_unknown_links_and_batches_without_a_study(pool: asyncpg.Pool) -> None:
     await refused("link_not_found", pool, "A" * 22, {})
     await refused("link_not_found", pool, "../../etc", {})

@@ -237,6 +237,10 @@ async def test_marks_of_many_channels_share_one_write(settings: Settings, redis_
         assert all(int(marks[f"run{i}".encode()]) >= before for i in range(300))
         assert int(marks[b"gone"]) <= -before
         assert calls <= 3, "one pipeline per round, not one write per mark"
+        # The hash expires well after every limit marks are judged by (a mark written
+        # after its batch left Redis does not stay).
+        ttl = await redis.ttl(hub.keys.last_seen(batch))
+        assert 3 * settings.run_timeout_s - 5 <= ttl <= 3 * settings.run_timeout_s
         # Throttled: a mark within SEEN_EVERY_S of the last one is not written again.
         await hub.mark_seen(batch, "run1")
         assert calls <= 3

@@ -14,7 +14,13 @@ from session_store.commands import (
     StartRun,
 )
 from session_store.domain import Limits, Rejected, SizeTracker, decide
-from session_store.events import BatchClosed, GroupLimits, RunEnded, encode_event
+from session_store.events import (
+    BatchClosed,
+    BatchOpened,
+    GroupLimits,
+    RunEnded,
+    encode_event,
+)
 from session_store.projector import BatchState, encode_state, fold
 
 LIMITS = Limits()
@@ -79,6 +85,16 @@ def test_force_fails_active_runs_finishes_groups_then_closes():
         fold(replayed, event, state.pos)
     assert encode_state(replayed) == encode_state(state)
     assert b'"kind":"batch_closed"' in encode_event(decision.events[-1])
+
+
+def test_closing_a_batch_the_log_never_saw_opens_and_closes_it():
+    state = BatchState(batch_id="b")
+    decision = do(state, close())
+    assert [type(e) for e in decision.events] == [BatchOpened, BatchClosed]
+    assert state.opened and state.closed
+    with pytest.raises(Rejected) as caught:
+        do(state, OpenBatch(id="late", batch="b", run="admin", gw="g"))
+    assert caught.value.code == "batch_exists"
 
 
 @pytest.mark.parametrize("command", [

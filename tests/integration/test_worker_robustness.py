@@ -1,0 +1,107 @@
+"""The worker under awkward input: repeats of final refusals, a commit interrupted
+between slices, and a command whose decision fails (real Redis, the worker's own
+iteration via tests/timeline_driver.py)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from services import worker as worker_module
+from services.settings import Settings
+from services.worker import SYSTEM
+from session_store.commands import (
+    CloseBatch,
+    EndRun,
+    OpenBatch,
+    Patch,
+    StartRun,
+    decode_outcome,
+)
+from tests.timeline_driver import Driver
+
+
+@pytest.fixture
+def own(settings: Settings, make_prefix) -> Settings:
+    return msgspec.structs.replace(settings, key_prefix=make_prefix())
+
+
+async def replies(redis, keys, gw: str) -> list:
+    return [decode_outcome(f[b"o"]) for _, f in await redis.xrange(keys.replies(gw))]
+
+
+def start(batch: str, run: str) -> StartRun:
+    return StartRun(id="start", batch=batch, run=run, gw="gw", reloadable=[True], active=[True])
+
+
+async def test_repeats_of_a_final_refusal_in_one_iteration_are_answered_once(own, redis):
+    driver = Driver(own, redis)
+    keys = driver.keys
+    await driver.send([OpenBatch(id="o", batch="c", run="admin", gw=SYSTEM)])
+    await driver.send([CloseBatch(id="close", batch="c", run="admin", gw=SYSTEM)])
+    # Two copies of one command for the closed batch, and two for a batch never opened.
+    await driver.send([EndRun(id="end", batch="c", run="r1", gw="gw", conn="k"),
+                       EndRun(id="end", batch="c", run="r1", gw="gw", conn="k"),
+                       EndRun(id="end", batch="nope", run="r2", gw="gw", conn="k"),
+                       EndRun(id="end", batch="nope", run="r2", gw="gw", conn="k")])
+    got = await replies(redis, keys, "gw")
+    assert [(o.cmd, o.ok, o.code) for o in got] == [
+        ("end", False, "batch_closed"), ("end", False, "batch_not_found")]
+    # Nothing remembered for either (a record would re-create a removed batch's keys).
+    for batch, run in (("c", "r1"), ("nope", "r2")):
+        assert not await redis.exists(keys.dedupe(batch, run))
+    assert not await redis.exists(keys.events("nope"))
+
+
+async def test_an_open_committed_by_an_interrupted_attempt_still_lists_the_batch(own, redis):
+    driver = Driver(own, redis)
+    keys = driver.keys
+    opening = OpenBatch(id="open-b", batch="b", run="admin", gw=SYSTEM)
+    await driver.send([opening])
+    partition = keys.partition("b")
+    assert await redis.sismember(keys.batches(partition), "b")
+    # As after a slice committed and a later one conflicted: events and dedupe record
+    # in Redis, the set not updated. The retry finds the open a duplicate.
+    await redis.srem(keys.batches(partition), "b")
+    loop = await driver.loop_for("b")
+    loop.check_dupes = True
+    await driver.send([opening])
+    assert await redis.sismember(keys.batches(partition), "b")
+
+
+async def test_a_command_whose_decision_fails_is_refused_and_stalls_nothing(
+        own, redis, monkeypatch):
+    driver = Driver(own, redis)
+    keys = driver.keys
+    await driver.send([OpenBatch(id="o", batch="p", run="admin", gw=SYSTEM)])
+    real = worker_module.decide
+
+    def flaky(state, command, *args):
+        if command.id == "boom":
+            state.versions["batch_session"] = 99  # half-done damage in memory
+            raise RuntimeError("a bug")
+        return real(state, command, *args)
+
+    monkeypatch.setattr(worker_module, "decide", flaky)
+    ops = [{"op": "add", "path": "/x", "value": 1}]
+    loop = await driver.loop_for("p")
+    entries = [(f"{100 + i}-0".encode(), {b"c": msgspec.json.encode(c)}) for i, c in enumerate([
+        Patch(id="before", batch="p", run="r", gw="gw", conn="k", scope="batch_session",
+              ops=ops, reply=True),
+        Patch(id="boom", batch="p", run="r", gw="gw", conn="k", scope="batch_session", ops=ops),
+        Patch(id="after", batch="p", run="r", gw="gw", conn="k", scope="batch_session",
+              ops=ops, reply=True)])]
+    cursor = await loop.handle(entries, "0-0")
+    assert cursor == "101-0", "the iteration ends after the failed command"
+    got = {o.cmd: o for o in await replies(redis, keys, "gw")}
+    assert got["before"].ok and got["boom"].code == "internal_error" and "after" not in got
+    # The damage was dropped: the batch reloads from the log, and the rest goes on.
+    assert (await driver.state("p")).version("batch_session") == 1
+    await loop.handle(entries[2:], cursor)
+    got = {o.cmd: o for o in await replies(redis, keys, "gw")}
+    assert got["after"].ok and got["after"].version == 2
+    # A retry of the failed command gets the same refusal (remembered).
+    monkeypatch.setattr(worker_module, "decide", real)
+    await loop.handle([(b"200-0", entries[1][1])], "102-0")
+    assert [o.code for o in await replies(redis, keys, "gw") if o.cmd == "boom"] == [
+        "internal_error", "internal_error"]
