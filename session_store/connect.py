@@ -73,7 +73,7 @@ class WaitingPool(ConnectionPool):
                     pass
             left = deadline - loop.time()
             if left <= 0:
-                raise MaxConnectionsError("Too many connections (none released in time)")
+                return await super().get_connection(*args, **kwargs)  # a last try, or the error
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -93,6 +93,9 @@ class WaitingPool(ConnectionPool):
                     return await super().get_connection(*args, **kwargs)
                 except MaxConnectionsError:
                     continue
+                except asyncio.CancelledError:
+                    self._wake_next()  # cancelled before taking it: pass the place on
+                    raise
 
     async def release(self, connection: Any) -> None:
         await super().release(connection)
