@@ -971,8 +971,6 @@ async def create_links(request: Request, study_id: FromPath[str],
     link_type = _text(form, "type")
     labels = [line.strip() for line in _text(form, "labels").splitlines() if line.strip()]
     try:
-        if batch.closed_at is not None:
-            raise CatalogError("batch_closed", CLOSED_NO_LINKS)
         if link_type not in batch.allowed_link_types:
             raise CatalogError("link_type_not_allowed",
                                f"this batch does not allow {link_type or 'that'} links "

@@ -423,14 +423,11 @@ class Archiver:
                 batch_id, *closed_at, final.pos, events_in(data), data)
             if self.on_closed is not None:
                 await self.on_closed(batch_id, final)
-            closed_event = await self.pool.fetchval(
-                "SELECT payload::text FROM archived_events WHERE batch_id = $1 AND ms = $2 "
-                "AND seq = $3", batch_id, *closed_at)
             await self.pool.execute(
                 "INSERT INTO archived_batches (batch_id, closed_pos, closed_ms, closed_seq, "
                 "events, runs_ended) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 batch_id, final.pos, *closed_at, events_in(data),
-                msgspec.json.decode(closed_event).get("runs_ended", 0))
+                sum(run.reason == "batch_closed" for run in final.runs.values()))
         else:
             row = await self.pool.fetchrow(
                 "SELECT s.state FROM archived_batches b JOIN archived_snapshots s ON "

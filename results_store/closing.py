@@ -45,12 +45,11 @@ SendClose = Callable[[bool], Awaitable[Outcome]]
 async def close_batch(pool: asyncpg.Pool, batch_id: str, send: SendClose,
                       force: bool = False) -> Closed:
     async with pool.acquire() as conn, conn.transaction():
-        closed_at = await conn.fetchval(
-            "SELECT coalesce(closed_at, 'epoch'::timestamptz) FROM batches WHERE id = $1 "
-            "FOR UPDATE", batch_id)
-        if closed_at is None:
+        row = await conn.fetchrow("SELECT closed_at FROM batches WHERE id = $1 FOR UPDATE",
+                                  batch_id)
+        if row is None:
             raise CloseRefused(404, "batch_not_found", f"there is no batch {batch_id!r}")
-        already = closed_at.timestamp() > 0
+        closed_at, already = row["closed_at"], row["closed_at"] is not None
         outcome = await send(force)
         if not outcome.ok and outcome.code not in ("batch_closed", "batch_not_found"):
             raise CloseRefused(409 if outcome.code == "runs_active" else 400, outcome.code,

@@ -128,11 +128,11 @@ async def close_in_postgres(pool: asyncpg.Pool, batch_id: str, final: BatchState
     being closed and was refused by the log before it started."""
     await pool.execute("UPDATE batches SET closed_at = coalesce(closed_at, now()), "
                        "active = false WHERE id = $1", batch_id)
-    await record_run_ends(pool, batch_id, final)
     for row in await pool.fetch("SELECT id FROM runs WHERE batch_id = $1 AND "
                                 "end_state IS NULL", batch_id):
-        if row["id"] not in final.runs:
-            await results.mark_run_ended(pool, row["id"], "failed", "batch_closed")
+        run = final.runs.get(row["id"])  # a closed batch has no active run
+        await results.mark_run_ended(pool, row["id"], run.state if run else "failed",
+                                     run.reason if run else "batch_closed")
 
 
 async def record_run_ends(pool: asyncpg.Pool, batch_id: str, state: BatchState) -> int:

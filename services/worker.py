@@ -296,6 +296,7 @@ class PartitionLoop:
             return
         w = self.worker
         pipe = w.redis.pipeline(transaction=False)
+        streams: set[str] = set()
         for command, outcome_bytes in answers:
             if command.gw == SYSTEM:
                 continue  # the worker's own commands (timeouts) have nobody to answer
@@ -308,7 +309,8 @@ class PartitionLoop:
             key = w.keys.replies(command.gw)
             pipe.xadd(key, {"o": encode(outcome)}, maxlen=w.settings.replies_maxlen,
                       approximate=True)
-            # Gone with a gateway that died or a CLI that stopped waiting.
+            streams.add(key)
+        for key in streams:  # gone with a gateway that died or a CLI that stopped waiting
             pipe.expire(key, REPLIES_TTL_S)
         await pipe.execute()
 

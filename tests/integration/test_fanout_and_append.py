@@ -16,9 +16,10 @@ from gateway.hub import Hub
 from services.settings import Settings
 from session_store.commands import Outcome, decode_outcome, encode
 from session_store.connect import connect_redis
-from session_store.events import BATCH_SESSION, BatchOpened, SessionPatched, encode_event
+from session_store.events import BATCH_SESSION, BatchOpened, encode_event
 from session_store.keys import Keys
 from session_store.store import EventStore, PlannedCommand, PlannedEvent
+from tests.append_plans import patch_plan
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,16 +29,6 @@ async def store(redis_url: str, make_prefix: Callable[[], str]) -> AsyncIterator
     redis = connect_redis(redis_url)
     yield EventStore(redis, Keys(make_prefix(), 4))
     await redis.aclose()
-
-
-def patch(batch: str, run: str, cmd: str, version: int) -> PlannedCommand:
-    event = SessionPatched(scope=BATCH_SESSION, version=version, cmd=cmd, run=run,
-                           ops=[{"op": "add", "path": f"/{cmd}", "value": version}])
-    template = encode(Outcome(cmd=cmd, ok=True, scope=BATCH_SESSION, version=version,
-                              pos="%POS%"))
-    return PlannedCommand(batch, run, cmd, [PlannedEvent(batch, BATCH_SESSION, version,
-                                                         encode_event(event))],
-                          template=template)
 
 
 async def own(store: EventStore, batch: str) -> tuple[int, int]:
@@ -54,7 +45,7 @@ async def test_a_large_append_is_split_and_reads_as_one(store: EventStore):
     batch = "split"
     partition, epoch = await own(store, batch)
     rejection = encode(Outcome(cmd="bad", ok=False, code="test_failed", message="no"))
-    plans = [patch(batch, f"r{i % 7}", f"c{i}", i + 1) for i in range(450)]
+    plans = [patch_plan(batch, f"r{i % 7}", f"c{i}", i + 1) for i in range(450)]
     # A rejection, and a repeat of c5 in a later slice (its first copy committed here).
     plans.insert(300, PlannedCommand(batch, "r1", "bad", [], rejected=rejection))
     plans.append(PlannedCommand(batch, "r5", "c5", []))
@@ -88,17 +79,13 @@ async def test_one_script_writes_each_scope_version_once(store: EventStore):
     group = "group_session:1"
     plans = []
     for i in range(1, 41):
-        plans.append(patch(batch, "r1", f"b{i}", i))
-        event = SessionPatched(scope=group, version=i, cmd=f"g{i}", run="r2",
-                               ops=[{"op": "add", "path": "/x", "value": i}])
-        plans.append(PlannedCommand(batch, "r2", f"g{i}", [PlannedEvent(
-            batch, group, i, encode_event(event))], template=encode(Outcome(
-                cmd=f"g{i}", ok=True, scope=group, version=i, pos="%POS%"))))
+        plans.append(patch_plan(batch, "r1", f"b{i}", i))
+        plans.append(patch_plan(batch, "r2", f"g{i}", i, scope=group))
     await store.append(partition, epoch, "", plans, 60)
     assert await store.redis.hgetall(store.keys.versions(batch)) == {
         BATCH_SESSION.encode(): b"40", group.encode(): b"40"}
     # The next append checks against those versions.
-    result = await store.append(partition, epoch, "", [patch(batch, "r1", "b41", 41)], 60)
+    result = await store.append(partition, epoch, "", [patch_plan(batch, "r1", "b41", 41)], 60)
     assert result.results[0][0] == "new"
 
 
@@ -164,7 +151,7 @@ async def test_a_wide_batch_gets_one_frame_per_tick_with_every_version_in_order(
         total = 120
         started = time.monotonic()
         for v in range(1, total + 1):  # one event per append, ~1 ms apart
-            await store.append(partition, epoch, "", [patch(batch, "w", f"p{v}", v)], 60)
+            await store.append(partition, epoch, "", [patch_plan(batch, "w", f"p{v}", v)], 60)
             await asyncio.sleep(0.001)
         deadline = time.monotonic() + 10
         # Polled: the recorders have no event to wait on.
@@ -200,7 +187,7 @@ async def test_narrow_frames_are_not_held_back(settings: Settings, redis_url: st
     reader = asyncio.create_task(hub._read_partition(partition))
     try:
         for v in range(1, 6):
-            await store.append(partition, epoch, "", [patch(batch, "w", f"p{v}", v)], 60)
+            await store.append(partition, epoch, "", [patch_plan(batch, "w", f"p{v}", v)], 60)
             deadline = time.monotonic() + 2
             while not any(c["v"] == v for f in recorder.frames if f["type"] == "update"
                           for c in f["changes"]):

@@ -16,7 +16,6 @@ from session_store.commands import Outcome, decode_outcome, encode
 from session_store.events import (
     BATCH_SESSION,
     BatchOpened,
-    SessionPatched,
     decode_event,
     encode_event,
 )
@@ -29,6 +28,7 @@ from session_store.store import (
     StaleEpoch,
     VersionConflict,
 )
+from tests.append_plans import patch_plan
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,16 +44,6 @@ async def store(request: pytest.FixtureRequest, make_prefix: Callable[[], str]
     async for key in redis.scan_iter(match=f"{prefix}:*", count=500):
         await redis.unlink(key)
     await redis.aclose()
-
-
-def patch_command(batch: str, run: str, cmd: str, version: int, value: object) -> PlannedCommand:
-    event = SessionPatched(scope=BATCH_SESSION, version=version, cmd=cmd, run=run,
-                           ops=[{"op": "add", "path": f"/{run}-{cmd}", "value": value}])
-    template = encode(Outcome(cmd=cmd, ok=True, scope=BATCH_SESSION, version=version,
-                              pos="%POS%"))
-    return PlannedCommand(batch, run, cmd, [PlannedEvent(batch, BATCH_SESSION, version,
-                                                         encode_event(event))],
-                          template=template)
 
 
 async def own(store: EventStore, batch: str, worker: str = "w1") -> tuple[int, int]:
@@ -76,7 +66,7 @@ async def test_twenty_concurrent_writers_one_winner_per_version(store: EventStor
             if current >= target:
                 return
             attempt += 1
-            plan = patch_command(batch, name, str(attempt), current + 1, attempt)
+            plan = patch_plan(batch, name, str(attempt), current + 1, attempt)
             try:
                 result = await store.append(partition, epoch, "", [plan], 60)
             except VersionConflict:
@@ -96,12 +86,12 @@ async def test_twenty_concurrent_writers_one_winner_per_version(store: EventStor
 async def test_same_command_id_applies_once_and_answers_the_same(store: EventStore):
     batch = "dup"
     partition, epoch = await own(store, batch)
-    first = await store.append(partition, epoch, "1-0", [patch_command(batch, "r1", "c1", 1, 1)],
+    first = await store.append(partition, epoch, "1-0", [patch_plan(batch, "r1", "c1", 1, 1)],
                                60)
     assert first.results[0][0] == "new"
     pos = first.results[0][1][-1].decode()
     # Retried: the script refuses to write it again and returns the remembered outcome.
-    again = await store.append(partition, epoch, "2-0", [patch_command(batch, "r1", "c1", 2, 1)],
+    again = await store.append(partition, epoch, "2-0", [patch_plan(batch, "r1", "c1", 2, 1)],
                                60)
     kind, values = again.results[0]
     assert kind == "dup"
@@ -109,7 +99,7 @@ async def test_same_command_id_applies_once_and_answers_the_same(store: EventSto
     assert outcome.ok and outcome.version == 1 and outcome.pos == pos
     # Twice in one call: the second copy is marked, not written.
     both = await store.append(partition, epoch, "3-0", [
-        patch_command(batch, "r1", "c2", 2, 2), patch_command(batch, "r1", "c2", 3, 2)], 60)
+        patch_plan(batch, "r1", "c2", 2, 2), patch_plan(batch, "r1", "c2", 3, 2)], 60)
     assert [r[0] for r in both.results] == ["new", "dup"]
     assert both.results[1][1] == [b"same-iteration"]
     assert await store.redis.xlen(store.keys.events(batch)) == 2
@@ -139,13 +129,13 @@ async def test_stale_epoch_and_version_conflict_write_nothing(store: EventStore)
     assert not await store.renew(partition, "old", 100, old)
     assert await store.renew(partition, "new", 10_000, new)
     with pytest.raises(StaleEpoch):
-        await store.append(partition, old, "9-0", [patch_command(batch, "r", "c", 1, 1)], 60)
+        await store.append(partition, old, "9-0", [patch_plan(batch, "r", "c", 1, 1)], 60)
     with pytest.raises(VersionConflict):
-        await store.append(partition, new, "9-0", [patch_command(batch, "r", "c", 2, 1)], 60)
+        await store.append(partition, new, "9-0", [patch_plan(batch, "r", "c", 2, 1)], 60)
     # A conflict in the second command stops the first one too: all or nothing.
     with pytest.raises(VersionConflict):
         await store.append(partition, new, "9-0", [
-            patch_command(batch, "r", "a", 1, 1), patch_command(batch, "r", "b", 5, 1)], 60)
+            patch_plan(batch, "r", "a", 1, 1), patch_plan(batch, "r", "b", 5, 1)], 60)
     assert await store.redis.xlen(store.keys.events(batch)) == 0
     assert await store.redis.get(store.keys.cursor(partition)) is None
     assert await store.dedupe_lookup([(batch, "r", "c"), (batch, "r", "a")]) == [None, None]
@@ -157,9 +147,9 @@ async def test_stale_epoch_and_version_conflict_write_nothing(store: EventStore)
 async def test_append_survives_script_flush(store: EventStore):
     batch = "noscript"
     partition, epoch = await own(store, batch)
-    await store.append(partition, epoch, "", [patch_command(batch, "r", "1", 1, 1)], 60)
+    await store.append(partition, epoch, "", [patch_plan(batch, "r", "1", 1, 1)], 60)
     await store.redis.script_flush()
-    result = await store.append(partition, epoch, "", [patch_command(batch, "r", "2", 2, 2)], 60)
+    result = await store.append(partition, epoch, "", [patch_plan(batch, "r", "2", 2, 2)], 60)
     assert result.results[0][0] == "new"
     await store.redis.script_flush()
     assert await store.renew(partition, "w1", 10_000, epoch)
@@ -175,7 +165,7 @@ async def test_snapshots_and_reads_from_any_position(store: EventStore):
     positions = []
     for v in range(1, 31):
         result = await store.append(partition, epoch, "",
-                                    [patch_command(batch, "r", str(v), v, v)], 60)
+                                    [patch_plan(batch, "r", str(v), v, v)], 60)
         positions.append(result.results[0][1][-1].decode())
 
     # The live fold of everything, and snapshots at versions 10 and 20.
@@ -209,12 +199,12 @@ async def test_side_writes_and_erasure_keep_the_event(store: EventStore):
     batch = "side"
     partition, epoch = await own(store, batch)
     side = store.keys.study_session(batch, "r1")
-    plan = patch_command(batch, "r1", "w1", 1, 1)
+    plan = patch_plan(batch, "r1", "w1", 1, 1)
     plan.events[0].side_key, plan.events[0].side_field = side, "1"
     plan.events[0].side_value = b'{"answer":42}'
     await store.append(partition, epoch, "", [plan], 60)
     assert await store.redis.hget(side, "1") == b'{"answer":42}'
-    erase = patch_command(batch, "r1", "w2", 2, 2)
+    erase = patch_plan(batch, "r1", "w2", 2, 2)
     erase.erase_key = side
     await store.append(partition, epoch, "", [erase], 60)
     assert await store.redis.exists(side) == 0

@@ -105,3 +105,20 @@ async def test_a_command_whose_decision_fails_is_refused_and_stalls_nothing(
     await loop.handle([(b"200-0", entries[1][1])], "102-0")
     assert [o.code for o in await replies(redis, keys, "gw") if o.cmd == "boom"] == [
         "internal_error", "internal_error"]
+
+
+async def test_a_retry_of_a_command_committed_before_the_close_gets_its_outcome(own, redis):
+    """DESIGN guarantee 3 across a close: refusals after it are not remembered, but a
+    retried command that committed before it is answered from its record, once."""
+    driver = Driver(own, redis)
+    keys = driver.keys
+    await driver.send([OpenBatch(id="o", batch="k", run="admin", gw=SYSTEM)])
+    change = Patch(id="p1", batch="k", run="r", gw="gw", conn="c", scope="batch_session",
+                   ops=[{"op": "add", "path": "/x", "value": 1}], reply=True)
+    await driver.send([change])
+    await driver.send([CloseBatch(id="close", batch="k", run="admin", gw=SYSTEM)])
+    await driver.send([change])  # the retry, after the close
+    got = [o for o in await replies(redis, keys, "gw") if o.cmd == "p1"]
+    assert [(o.ok, o.version) for o in got] == [(True, 1), (True, 1)]
+    events = [f[b"e"] for _, f in await redis.xrange(keys.events("k"))]
+    assert sum(b'"session_patched"' in e for e in events) == 1
