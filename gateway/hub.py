@@ -54,7 +54,7 @@ from session_store.events import (
 from session_store.jsonpatch import PatchError
 from session_store.keys import Keys
 from session_store.projector import BatchState, ProjectionError, fold
-from session_store.store import EventStore
+from session_store.store import EventStore, lua_script
 
 log = logging.getLogger("cohort.gateway")
 
@@ -69,11 +69,16 @@ READ_COUNT = 1000
 TICK_S = 0.005
 WIDE_FANOUT = 16
 class CommandSender:
-    """Queues commands and writes them in one pipeline per flush (many per round trip)."""
+    """Queues commands and writes them in one round trip per flush: one script call
+    per partition, each appending that partition's commands in order."""
+
+    # Commands per script call: bounds how long one call holds Redis.
+    SLICE = 500
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._submit = redis.register_script(lua_script("submit.lua"))
         self._buffer: list[tuple[int, bytes, Callable[[Exception], None]]] = []
         self._wake = asyncio.Event()
 
@@ -88,9 +93,15 @@ class CommandSender:
             batch, self._buffer = self._buffer, []
             if not batch:
                 continue
-            pipe = self.redis.pipeline(transaction=False)
+            by_partition: dict[int, list[bytes]] = {}
             for partition, payload, _ in batch:
-                pipe.xadd(self.keys.commands(partition), {"c": payload})
+                by_partition.setdefault(partition, []).append(payload)
+            pipe = self.redis.pipeline(transaction=False)
+            for partition, payloads in by_partition.items():
+                key = self.keys.commands(partition)
+                for start in range(0, len(payloads), self.SLICE):
+                    await self._submit(keys=[key], args=payloads[start:start + self.SLICE],
+                                       client=pipe)
             try:
                 await pipe.execute()
             except Exception as exc:

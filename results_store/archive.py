@@ -43,6 +43,7 @@ tests make the process exit there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -112,13 +113,15 @@ class BatchReport(msgspec.Struct):
     more: bool = False
     # A closed batch archived to its end and removed from Redis in this pass.
     removed: bool = False
+    # Seconds spent pausing between segments (``duty``).
+    paused_s: float = 0.0
 
 
 class Archiver:
     def __init__(self, redis: Redis, pool: asyncpg.Pool, keys: Keys, *, keep: int = 5000,
                  batch_size: int = 5000, keep_snapshots: int = 5, snapshot_every: int = 500,
-                 gap_limit: int = 0, fill_budget: int = 100_000,
-                 checkpoint: Callable[[str], None] | None = None,
+                 gap_limit: int = 0, fill_budget: int = 100_000, duty: float = 1.0,
+                 spread_s: float = 10.0, checkpoint: Callable[[str], None] | None = None,
                  on_closed: Callable[[str, BatchState], Awaitable[None]] | None = None) -> None:
         self.redis = redis
         self.on_closed = on_closed
@@ -132,6 +135,12 @@ class Archiver:
         # worker's are N apart, plus up to one iteration of commands.
         self.gap_limit = gap_limit or 2 * self.snapshot_every
         self.fill_budget = fill_budget
+        if not 0 < duty <= 1:
+            raise ValueError(f"duty must be in (0, 1], not {duty}")
+        self.duty = duty
+        # A batch's backlog may take this long (the pass interval): pauses never make
+        # it take longer, so a batch written faster than ``duty`` allows still keeps up.
+        self.spread_s = spread_s
         self.checkpoint = checkpoint or (lambda _step: None)
         self.replay = Replay(redis, pool, keys)
         # Per batch: runs whose erasure was applied, snapshot gaps checked up to.
@@ -152,6 +161,7 @@ class Archiver:
             batch_size=settings.archive_batch,
             keep_snapshots=1 + settings.resume_window // every,
             snapshot_every=every, gap_limit=2 * every + settings.command_batch,
+            duty=settings.archive_duty, spread_s=settings.archive_interval_s,
             checkpoint=checkpoint, on_closed=on_closed,
         )
 
@@ -210,15 +220,30 @@ class Archiver:
         if bound is not None:
             budget = await self.redis.xlen(self.keys.events(batch_id)) - (
                 self.keep if keep is None else keep)
+            deadline = time.monotonic() + self.spread_s
             while budget > 0:
+                began = time.monotonic()
                 copied = await self.archive_segment(batch_id, bound, min(budget, self.batch_size),
                                                     report)
                 if not copied:
                     break
                 budget -= copied
+                if budget > 0 and self.duty < 1:
+                    await self._pace(report, time.monotonic() - began, copied, budget, deadline)
         if fill_gaps:
             await self.fill_snapshot_gaps(batch_id, report)
         return report
+
+    async def _pace(self, report: BatchReport, spent: float, copied: int, left: int,
+                    deadline: float) -> None:
+        """Pause after a segment so that archiving takes about ``duty`` of the time,
+        but never past the point where the rest of the backlog, at this segment's
+        rate, would end after ``deadline``."""
+        pause = spent * (1 / self.duty - 1)
+        pause = min(pause, deadline - time.monotonic() - spent * left / copied)
+        if pause > 0:
+            report.paused_s += pause
+            await asyncio.sleep(pause)
 
     # -- snapshots -------------------------------------------------------------
 

@@ -48,6 +48,10 @@ log = logging.getLogger("cohort.finalizer")
 
 
 def run(settings: Settings) -> None:
+    if settings.finalizer_nice > 0:
+        # Archiving can wait a moment; the gateways and workers beside it cannot.
+        with contextlib.suppress(OSError):
+            os.nice(settings.finalizer_nice)
     # uvloop's transports are C: the plain asyncio ones were a third of the
     # worker's busy time under load (py-spy).
     run_loop(serve(settings))

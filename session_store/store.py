@@ -68,7 +68,8 @@ class AppendResult(msgspec.Struct):
     results: list[tuple[str, list[bytes]]]
 
 
-def _script(name: str) -> str:
+def lua_script(name: str) -> str:
+    """The text of one of session_store's Lua scripts."""
     return resources.files("session_store").joinpath(name).read_text()
 
 
@@ -76,8 +77,8 @@ class EventStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._append = redis.register_script(_script("append.lua"))
-        self._lease = redis.register_script(_script("lease.lua"))
+        self._append = redis.register_script(lua_script("append.lua"))
+        self._lease = redis.register_script(lua_script("lease.lua"))
 
     # -- appends ---------------------------------------------------------------
 

@@ -670,7 +670,8 @@ def run_scenario(step: dict[str, Any], url: str, cpus: set[int], sampler: CpuSam
                 target = workdir / f"pyspy-{mode}-{step['key']}-{name}.txt"
                 spies.append(subprocess.Popen(
                     [spy, "record", "-p", str(pid), "-d", str(max(1, int(duration - 1))),
-                     "-r", "100", "-f", "raw", "-o", str(target), "--nonblocking"],
+                     "-r", os.environ.get("COHORT_BENCH_SPY_RATE", "100"), "-f", "raw",
+                     "-o", str(target), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     stdout, stderr = proc.communicate(timeout=1800)
     sampler.forget("load generator")

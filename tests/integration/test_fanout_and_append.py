@@ -31,6 +31,20 @@ async def store(redis_url: str, make_prefix: Callable[[], str]) -> AsyncIterator
     await redis.aclose()
 
 
+class PipelineCounter:
+    """Counts the pipelines a client opens (each is one round trip here)."""
+
+    def __init__(self, redis) -> None:
+        self.calls = 0
+        real = redis.pipeline
+
+        def counting(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        redis.pipeline = counting
+
+
 async def own(store: EventStore, batch: str) -> tuple[int, int]:
     partition = store.keys.partition(batch)
     epoch = await store.acquire(partition, "w1", 10_000)
@@ -205,15 +219,7 @@ async def test_marks_of_many_channels_share_one_write(settings: Settings, redis_
     redis = connect_redis(redis_url, max_connections=2)
     hub = Hub(settings, redis, gateway_id="gw-marks")
     batch = "marks"
-    calls = 0
-    real_pipeline = redis.pipeline
-
-    def counting_pipeline(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        return real_pipeline(*args, **kwargs)
-
-    redis.pipeline = counting_pipeline  # type: ignore[method-assign]
+    pipelines = PipelineCounter(redis)
     try:
         before = int(time.time() * 1000)
         await asyncio.gather(*(hub.mark_seen(batch, f"run{i}", force=True) for i in range(300)),
@@ -223,14 +229,77 @@ async def test_marks_of_many_channels_share_one_write(settings: Settings, redis_
         assert len(marks) == 301
         assert all(int(marks[f"run{i}".encode()]) >= before for i in range(300))
         assert int(marks[b"gone"]) <= -before
-        assert calls <= 3, "one pipeline per round, not one write per mark"
+        assert pipelines.calls <= 3, "one pipeline per round, not one write per mark"
         # The hash expires well after every limit marks are judged by (a mark written
         # after its batch left Redis does not stay).
         ttl = await redis.ttl(hub.keys.last_seen(batch))
         assert 3 * settings.run_timeout_s - 5 <= ttl <= 3 * settings.run_timeout_s
         # Throttled: a mark within SEEN_EVERY_S of the last one is not written again.
         await hub.mark_seen(batch, "run1")
-        assert calls <= 3
+        assert pipelines.calls <= 3
     finally:
         await redis.delete(hub.keys.last_seen(batch))
+        await redis.aclose()
+
+
+# -- commands: one script call per partition and flush -----------------------------
+
+
+async def test_commands_reach_each_partition_stream_in_order(redis_url: str,
+                                                             make_prefix: Callable[[], str]):
+    from gateway.hub import CommandSender
+    from session_store.commands import Patch, decode_command
+
+    redis = connect_redis(redis_url)
+    keys = Keys(make_prefix(), 4)
+    sender = CommandSender(redis, keys)
+    errors: list[Exception] = []
+    task = asyncio.create_task(sender.run())
+    pipelines = PipelineCounter(redis)
+    try:
+        # One flush: 1,200 commands over three partitions, partition 2 past one slice.
+        sent: dict[int, list[str]] = {0: [], 2: [], 3: []}
+        for i in range(1200):
+            partition = 2 if i % 2 else (0 if i % 4 else 3)
+            command = Patch(id=f"c{i}", batch="b", run="r", gw="gw", scope="batch_session",
+                            ops=[{"op": "add", "path": f"/k{i}", "value": i}])
+            sender.send(partition, command, errors.append)
+            sent[partition].append(command.id)
+        for _ in range(100):
+            if sum([await redis.xlen(keys.commands(p)) for p in sent]) == 1200:
+                break
+            await asyncio.sleep(0.02)
+        for partition, ids in sent.items():
+            entries = await redis.xrange(keys.commands(partition))
+            assert [decode_command(f[b"c"]).id for _, f in entries] == ids
+        assert await redis.xlen(keys.commands(1)) == 0
+        assert pipelines.calls == 1 and not errors
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.delete(*(keys.commands(p) for p in range(4)))
+        await redis.aclose()
+
+
+async def test_a_failed_command_write_is_reported_for_every_command(
+        make_prefix: Callable[[], str]):
+    from gateway.hub import CommandSender
+    from session_store.commands import Patch
+
+    redis = connect_redis("redis://127.0.0.1:9")  # nothing listens there
+    sender = CommandSender(redis, Keys(make_prefix(), 4))
+    errors: list[Exception] = []
+    task = asyncio.create_task(sender.run())
+    try:
+        for i in range(3):
+            sender.send(i, Patch(id=f"c{i}", batch="b", run="r", gw="gw",
+                                 scope="batch_session", ops=[]), errors.append)
+        for _ in range(200):
+            if len(errors) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert len(errors) == 3 and not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await redis.aclose()

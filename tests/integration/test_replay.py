@@ -58,9 +58,11 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 def own(settings: Settings, make_prefix) -> Settings:
-    """Settings with a key prefix of this test's own and small snapshot intervals."""
+    """Settings with a key prefix of this test's own and small snapshot intervals;
+    archiving unpaced (pacing has its own test)."""
     return msgspec.structs.replace(settings, key_prefix=make_prefix(), snapshot_every=200,
-                                   resume_window=400, archive_keep=0, archive_batch=1000)
+                                   resume_window=400, archive_keep=0, archive_batch=1000,
+                                   archive_duty=1.0)
 
 
 async def all_entries(redis, keys: Keys, batch: str) -> list[tuple[str, bytes]]:
@@ -515,6 +517,34 @@ async def test_a_pass_covers_every_batch_and_skips_quiet_ones(own, redis, pool, 
                              scope="batch_session", ops=[{"op": "add", "path": "/x",
                                                           "value": 1}])])
     assert [r.batch for r in await archiver.run_once()] == ["p2"]
+
+
+async def test_archiving_paces_itself_but_never_falls_behind(own, redis, pool):
+    driver = Driver(own, redis)
+    for batch in ("paced", "behind", "unpaced"):
+        await drive(driver, RandomSession(batch, seed=11), 600, samples=1)
+    await driver.snapshot_all()
+    keys = driver.keys
+
+    def archiver(**pacing: float) -> Archiver:
+        return Archiver(redis, pool, keys, keep=0, batch_size=150, keep_snapshots=1, **pacing)
+
+    # A quarter of the time: after each segment but the last, a pause of 3x its time.
+    entries = await all_entries(redis, keys, "paced")
+    report = await archiver(duty=0.25, spread_s=60).archive_batch("paced")
+    assert report.segments >= 4 and report.events == len(entries)
+    assert report.paused_s > 0
+    # Pausing would not leave time for the rest of the backlog: no pause at all.
+    report = await archiver(duty=0.25, spread_s=0).archive_batch("behind")
+    assert report.segments >= 4 and report.paused_s == 0
+    report = await archiver(duty=1.0, spread_s=60).archive_batch("unpaced")
+    assert report.segments >= 4 and report.paused_s == 0
+    # Paced or not, every event was archived once and replays as it was written.
+    assert await replayed(Replay(redis, pool, keys), "paced") == entries
+    with pytest.raises(ValueError, match="duty"):
+        archiver(duty=0)
+    with pytest.raises(ValueError, match="duty"):
+        archiver(duty=1.5)
 
 
 async def test_closing_picks_up_after_a_crash_at_any_step(own, redis, pool, monkeypatch):

@@ -72,3 +72,18 @@ def test_is_frozen() -> None:
     settings = Settings.from_env({})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("ARCHIVE_DUTY", "0"), ("ARCHIVE_DUTY", "1.5"), ("FINALIZER_NICE", "-1"),
+    ("FINALIZER_NICE", "20"),
+])
+def test_archive_pacing_settings_out_of_range_are_refused(name: str, value: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=name.lower()):
+        Settings.from_env({f"COHORT_{name}": value})
+
+
+def test_archive_pacing_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.archive_duty == 0.25 and settings.finalizer_nice == 10
+    assert Settings.from_env({"COHORT_ARCHIVE_DUTY": "1"}).archive_duty == 1.0
