@@ -40,7 +40,7 @@ from gateway.studycache import StudyCache
 from results_store.catalog import Batch
 from services.settings import Settings
 from session_store.commands import ChangeBatchSettings, StartRun
-from session_store.connect import connect_redis
+from session_store.connect import open_redis
 from session_store.events import GroupLimits
 
 log = logging.getLogger("cohort.gateway")
@@ -235,7 +235,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         from gateway.tokens import TokenSigner
 
-        redis = connect_redis(settings.redis_url)
+        redis = await open_redis(settings.redis_url)
         pg = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         hub = Hub(settings, redis)
         await hub.start()

@@ -5,7 +5,7 @@ For every batch it has participants of, the gateway keeps the projected state
 of recent changes for resumes. One reader per partition XREADs the event
 streams of those batches (a short BLOCK, the key list rebuilt every round),
 folds what it gets and, per scope and read, encodes ONE frame that it queues
-on every subscriber of that scope. Commands go out through one pipelined
+on every subscriber of that scope. Commands go out through one batching
 sender; rejections come back on this gateway's own reply stream.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway import metrics
 from gateway.connection import CLOSE_BATCH_CLOSED, Connection
@@ -69,8 +70,17 @@ READ_COUNT = 1000
 TICK_S = 0.005
 WIDE_FANOUT = 16
 class CommandSender:
-    """Queues commands and writes them in one round trip per flush: one script call
-    per partition, each appending that partition's commands in order."""
+    """Queues commands and writes each flush's worth together.
+
+    Per partition, one call of ``submit.lua`` appends that partition's commands in
+    order (``SLICE`` commands per call). On a single Redis every call of a flush
+    shares one pipeline: one round trip. On Redis Cluster a partition lives on one
+    shard, so each partition's calls go to it in order, the partitions concurrently.
+    The calls are EVAL with the script's text, not EVALSHA: Redis caches the script
+    either way, and EVAL can never answer NOSCRIPT (after a restart or SCRIPT FLUSH),
+    so there is no load-and-retry step that could put a partition's slices out of
+    order, and cluster pipelines, which refuse scripts, are not needed.
+    """
 
     # Commands per script call: bounds how long one call holds Redis.
     SLICE = 500
@@ -78,7 +88,8 @@ class CommandSender:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._submit = redis.register_script(lua_script("submit.lua"))
+        self._script = lua_script("submit.lua")
+        self._cluster = isinstance(redis, RedisCluster)
         self._buffer: list[tuple[int, bytes, Callable[[Exception], None]]] = []
         self._wake = asyncio.Event()
 
@@ -93,22 +104,58 @@ class CommandSender:
             batch, self._buffer = self._buffer, []
             if not batch:
                 continue
-            by_partition: dict[int, list[bytes]] = {}
-            for partition, payload, _ in batch:
-                by_partition.setdefault(partition, []).append(payload)
-            pipe = self.redis.pipeline(transaction=False)
-            for partition, payloads in by_partition.items():
-                key = self.keys.commands(partition)
-                for start in range(0, len(payloads), self.SLICE):
-                    await self._submit(keys=[key], args=payloads[start:start + self.SLICE],
-                                       client=pipe)
             try:
-                await pipe.execute()
-            except Exception as exc:
-                log.error("command write failed", extra={"error": repr(exc), "count": len(batch)})
-                for _, _, on_error in batch:
-                    on_error(exc)
+                await self.flush(batch)
+            except Exception as exc:  # whatever went wrong, the sender goes on
+                _failed(batch, exc)
             metrics.COMMANDS.inc(len(batch))
+
+    async def flush(self, batch: list[tuple[int, bytes, Callable[[Exception], None]]]) -> None:
+        """Write ``batch``; each command whose call failed has its ``on_error`` called."""
+        by_partition: dict[int, list[tuple[int, bytes, Callable[[Exception], None]]]] = {}
+        for item in batch:
+            by_partition.setdefault(item[0], []).append(item)
+        slices = {
+            partition: [items[start:start + self.SLICE]
+                        for start in range(0, len(items), self.SLICE)]
+            for partition, items in by_partition.items()
+        }
+        if self._cluster:
+            await asyncio.gather(*(self._write_in_turn(partition, parts)
+                                   for partition, parts in slices.items()))
+            return
+        flat = [(partition, part) for partition, parts in slices.items() for part in parts]
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, part in flat:
+            pipe.eval(self._script, 1, self.keys.commands(partition), *(p for _, p, _ in part))
+        results = await pipe.execute(raise_on_error=False)
+        for (_, part), result in zip(flat, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("command write failed", extra={"error": repr(result), "count": len(part)})
+                _failed(part, result)
+
+    async def _write_in_turn(self, partition: int,
+                             parts: list[list[tuple[int, bytes, Callable[[Exception], None]]]]
+                             ) -> None:
+        key = self.keys.commands(partition)
+        for index, part in enumerate(parts):
+            try:
+                await self.redis.eval(self._script, 1, key, *(p for _, p, _ in part))
+            except Exception as exc:
+                # The later slices are not sent either: they would overtake the
+                # failed commands when those are retried.
+                log.error("command write failed", extra={"error": repr(exc), "count": len(part)})
+                for rest in parts[index:]:
+                    _failed(rest, exc)
+                return
+
+
+def _failed(items: list[tuple[int, bytes, Callable[[Exception], None]]], exc: Exception) -> None:
+    for _, _, on_error in items:
+        try:
+            on_error(exc)
+        except Exception:  # one broken callback must not keep the others from theirs
+            log.exception("command error callback failed")
 
 
 def seen_ttl_s(settings: Settings) -> int:

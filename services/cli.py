@@ -316,14 +316,14 @@ def cmd_batch_create(args: argparse.Namespace) -> int:
 def cmd_batch_close(args: argparse.Namespace) -> int:
     from results_store.closing import CloseRefused, close_batch
     from session_store.commands import CloseBatch, Outcome
-    from session_store.connect import connect_redis
+    from session_store.connect import open_redis
     from session_store.keys import Keys
     from session_store.request import NoAnswer, request
 
     settings = _settings(args)
 
     async def work(pool: Any) -> Any:
-        redis = connect_redis(settings.redis_url)
+        redis = await open_redis(settings.redis_url)
         keys = Keys(settings.key_prefix, settings.partitions)
 
         async def send(force: bool) -> Outcome:

@@ -41,7 +41,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 START_TIMEOUT_S = 30.0
@@ -139,6 +139,7 @@ def start_redis(
     persistent: bool = True,
     binary: str | None = None,
     appendfsync: str = "everysec",
+    extra_args: Sequence[str] = (),
 ) -> EmbeddedServer:
     """Start ``redis-server`` on 127.0.0.1 with its files in ``data_dir``.
 
@@ -171,6 +172,7 @@ def start_redis(
                 "--save", "",
                 "--appendonly", "yes" if persistent else "no",
                 "--appendfsync", appendfsync,
+                *extra_args,
             ]  # fmt: skip
             process = subprocess.Popen(
                 args,

@@ -33,7 +33,7 @@ from results_store.archive import Archiver
 from results_store.migrate import migrate
 from services.logs import run_loop
 from services.settings import Settings
-from session_store.connect import connect_redis
+from session_store.connect import open_redis
 from session_store.keys import Keys
 from session_store.projector import BatchState
 from session_store.store import EventStore
@@ -65,7 +65,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     await migrate(settings.database_url)
-    redis = connect_redis(settings.redis_url)
+    redis = await open_redis(settings.redis_url)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
     key = Keys(settings.key_prefix, settings.partitions).finalizer_heartbeat()
     async def on_closed(batch_id: str, final: BatchState) -> None:

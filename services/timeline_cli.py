@@ -69,12 +69,12 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int
     import asyncpg
 
     from results_store.replay import Replay, ReplayError
-    from session_store.connect import connect_redis
+    from session_store.connect import open_redis
     from session_store.keys import Keys
 
     async def run() -> int:
         settings = _settings(args)
-        redis = connect_redis(settings.redis_url)
+        redis = await open_redis(settings.redis_url)
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
         try:
             replay = Replay(redis, pool, Keys(settings.key_prefix, settings.partitions))

@@ -37,7 +37,7 @@ from session_store.commands import (
     decode_outcome,
     encode,
 )
-from session_store.connect import connect_redis
+from session_store.connect import open_redis
 from session_store.domain import (
     Decision,
     Limits,
@@ -504,7 +504,7 @@ class Worker:
 
 
 async def serve(settings: Settings) -> None:
-    redis = connect_redis(settings.redis_url)
+    redis = await open_redis(settings.redis_url)
     worker = Worker(settings, redis)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -124,3 +124,18 @@ def connect_redis(url: str, **options: Any) -> Redis:
         return RedisCluster.from_url(clean, **options)  # type: ignore[return-value]
     options.setdefault("max_connections", MAX_CONNECTIONS)
     return Redis.from_pool(WaitingPool.from_url(clean, **options))
+
+
+async def open_redis(url: str, **options: Any) -> Redis:
+    """``connect_redis``, and on a cluster learn its slot map before anything else
+    runs. redis-py's cluster client learns it on first use; when a process's first
+    commands went out concurrently (a gateway starts its partition readers and its
+    command sender at once), connections were closed under them and the client
+    re-sent commands that had already run: a slice of 238 commands was appended
+    twice, in about one start in eight here. Duplicates are harmless to the log
+    (the worker dedupes every command by id) but cost work and reorder retries."""
+    client = connect_redis(url, **options)
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    return client
+

@@ -21,6 +21,7 @@ from service_fixtures import (
     drop_database,
     new_prefix,
     postgres_server,
+    redis_cluster,
     redis_server,
     scratch_dir,
 )
@@ -110,6 +111,13 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=False)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A three-primary Redis Cluster of embedded servers (``?cluster=true`` URL)."""
+    with redis_cluster() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

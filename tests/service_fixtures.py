@@ -15,14 +15,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import secrets
 import shutil
+import socket
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import asyncpg
+import redis as sync_redis
 import redis.asyncio as aioredis
 
 from services.embedded import start_postgres, start_redis
@@ -78,6 +82,68 @@ def redis_server() -> Iterator[str]:
     else:
         with scratch_dir("redis") as path, start_redis(path, persistent=False) as server:
             yield server.url
+
+
+CLUSTER_SLOTS = 16384
+
+
+@contextlib.contextmanager
+def redis_cluster(nodes: int = 3, binary: str | None = None) -> Iterator[str]:
+    """A Redis Cluster of ``nodes`` embedded primaries in a temp dir; yields a
+    ``?cluster=true`` URL of its first node (what ``connect_redis`` takes).
+
+    Always embedded: a cluster's nodes announce their own addresses, which a
+    container's mapped ports would hide from the client."""
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(scratch_dir("redis-cluster"))
+        servers = [
+            stack.enter_context(start_redis(
+                root / f"node{i}", port=_cluster_port(), persistent=False, binary=binary,
+                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                            "--cluster-node-timeout", "5000"]))
+            for i in range(nodes)
+        ]
+        clients = [sync_redis.Redis.from_url(server.url) for server in servers]
+        for client in clients:
+            stack.callback(client.close)
+        share = CLUSTER_SLOTS // nodes
+        for i, client in enumerate(clients):
+            last = CLUSTER_SLOTS if i == nodes - 1 else (i + 1) * share
+            client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last))
+        first_port = urllib.parse.urlsplit(servers[0].url).port
+        for client in clients[1:]:
+            client.execute_command("CLUSTER MEET", "127.0.0.1", first_port)
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ready(client, nodes) for client in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the embedded Redis Cluster did not form within 30 s: "
+                                   + repr(clients[0].execute_command("CLUSTER INFO")))
+            time.sleep(0.1)
+        yield servers[0].url.rsplit("/", 1)[0] + "?cluster=true"
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 55535) is free too."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(20000, 55000)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _cluster_ready(client: sync_redis.Redis, nodes: int) -> bool:
+    fields = client.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(nodes)
 
 
 @contextlib.contextmanager

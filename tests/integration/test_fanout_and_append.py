@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import pytest
@@ -15,7 +15,7 @@ from gateway.connection import Connection
 from gateway.hub import Hub
 from services.settings import Settings
 from session_store.commands import Outcome, decode_outcome, encode
-from session_store.connect import connect_redis
+from session_store.connect import connect_redis, open_redis
 from session_store.events import BATCH_SESSION, BatchOpened, encode_event
 from session_store.keys import Keys
 from session_store.store import EventStore, PlannedCommand, PlannedEvent
@@ -245,35 +245,62 @@ async def test_marks_of_many_channels_share_one_write(settings: Settings, redis_
 # -- commands: one script call per partition and flush -----------------------------
 
 
-async def test_commands_reach_each_partition_stream_in_order(redis_url: str,
-                                                             make_prefix: Callable[[], str]):
+def patch_command(i: int):
+    from session_store.commands import Patch
+
+    return Patch(id=f"c{i}", batch="b", run="r", gw="gw", scope="batch_session",
+                 ops=[{"op": "add", "path": f"/k{i}", "value": i}])
+
+
+async def command_stats(redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): fields["calls"] for name, fields in stats.items()}
+
+
+async def wait_until(check: Callable[[], Awaitable[object]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_commands_reach_each_partition_stream_in_order_in_one_round_trip(
+        redis_url: str, make_prefix: Callable[[], str]):
     from gateway.hub import CommandSender
-    from session_store.commands import Patch, decode_command
+    from session_store.commands import decode_command
 
     redis = connect_redis(redis_url)
     keys = Keys(make_prefix(), 4)
     sender = CommandSender(redis, keys)
     errors: list[Exception] = []
-    task = asyncio.create_task(sender.run())
     pipelines = PipelineCounter(redis)
+    # After a SCRIPT FLUSH (as after a restart) the first flush must still work
+    # with no load-and-retry step: the sender sends the script itself.
+    await redis.script_flush()
+    before = await command_stats(redis)
     try:
         # One flush: 1,200 commands over three partitions, partition 2 past one slice.
         sent: dict[int, list[str]] = {0: [], 2: [], 3: []}
         for i in range(1200):
             partition = 2 if i % 2 else (0 if i % 4 else 3)
-            command = Patch(id=f"c{i}", batch="b", run="r", gw="gw", scope="batch_session",
-                            ops=[{"op": "add", "path": f"/k{i}", "value": i}])
+            command = patch_command(i)
             sender.send(partition, command, errors.append)
             sent[partition].append(command.id)
-        for _ in range(100):
-            if sum([await redis.xlen(keys.commands(p)) for p in sent]) == 1200:
-                break
-            await asyncio.sleep(0.02)
+        task = asyncio.create_task(sender.run())
+        await wait_until(lambda: _total_is(redis, keys, sent, 1200))
+        after = await command_stats(redis)
         for partition, ids in sent.items():
             entries = await redis.xrange(keys.commands(partition))
             assert [decode_command(f[b"c"]).id for _, f in entries] == ids
         assert await redis.xlen(keys.commands(1)) == 0
         assert pipelines.calls == 1 and not errors
+        # Four script calls (partition 2 in two slices), and nothing else asked of Redis
+        # on the way: no SCRIPT EXISTS / LOAD round trip, no EVALSHA refused.
+        assert after.get("eval", 0) - before.get("eval", 0) == 4
+        for name in ("script", "script|exists", "script|load", "evalsha"):
+            assert after.get(name, 0) == before.get(name, 0), name
+        # Every connection went back to the pool.
+        assert not redis.connection_pool._in_use_connections
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -281,10 +308,59 @@ async def test_commands_reach_each_partition_stream_in_order(redis_url: str,
         await redis.aclose()
 
 
+async def _total_is(redis, keys: Keys, partitions, total: int) -> bool:
+    return sum([await redis.xlen(keys.commands(p)) for p in partitions]) == total
+
+
+async def test_a_failing_partition_fails_only_its_own_commands(
+        redis_url: str, make_prefix: Callable[[], str]):
+    from gateway.hub import CommandSender
+
+    redis = connect_redis(redis_url)
+    keys = Keys(make_prefix(), 4)
+    # Partition 1's command stream is not a stream: its XADDs fail (WRONGTYPE).
+    await redis.set(keys.commands(1), "not a stream")
+    sender = CommandSender(redis, keys)
+    failed: dict[str, Exception] = {}
+
+    def on_error(command_id: str) -> Callable[[Exception], None]:
+        def record(exc: Exception) -> None:
+            failed[command_id] = exc
+            if command_id == "c1":
+                raise RuntimeError("a broken callback")  # must not stop the others
+        return record
+
+    task = asyncio.create_task(sender.run())
+    try:
+        for i in range(9):
+            sender.send(i % 3, patch_command(i), on_error(f"c{i}"))
+        await wait_until(lambda: _settled(redis, keys, failed))
+        assert sorted(failed) == ["c1", "c4", "c7"]
+        assert all("WRONGTYPE" in str(exc) for exc in failed.values())
+        assert await redis.xlen(keys.commands(0)) == 3 and await redis.xlen(keys.commands(2)) == 3
+        # The sender goes on.
+        sender.send(0, patch_command(9), on_error("c9"))
+        await wait_until(lambda: _length_is(redis, keys.commands(0), 4))
+        assert not task.done() and "c9" not in failed
+        assert not redis.connection_pool._in_use_connections
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.delete(*(keys.commands(p) for p in range(4)))
+        await redis.aclose()
+
+
+async def _settled(redis, keys: Keys, failed: dict) -> bool:
+    return len(failed) == 3 and await _total_is(redis, keys, (0, 2), 6)
+
+
+async def _length_is(redis, key: str, length: int) -> bool:
+    return await redis.xlen(key) == length
+
+
 async def test_a_failed_command_write_is_reported_for_every_command(
         make_prefix: Callable[[], str]):
     from gateway.hub import CommandSender
-    from session_store.commands import Patch
 
     redis = connect_redis("redis://127.0.0.1:9")  # nothing listens there
     sender = CommandSender(redis, Keys(make_prefix(), 4))
@@ -292,8 +368,7 @@ async def test_a_failed_command_write_is_reported_for_every_command(
     task = asyncio.create_task(sender.run())
     try:
         for i in range(3):
-            sender.send(i, Patch(id=f"c{i}", batch="b", run="r", gw="gw",
-                                 scope="batch_session", ops=[]), errors.append)
+            sender.send(i, patch_command(i), errors.append)
         for _ in range(200):
             if len(errors) == 3:
                 break
@@ -302,4 +377,35 @@ async def test_a_failed_command_write_is_reported_for_every_command(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+
+async def test_commands_go_to_each_shard_of_a_cluster_in_order(
+        redis_cluster_url: str, make_prefix: Callable[[], str]):
+    """Cluster pipelines refuse scripts: the sender calls each partition's shard."""
+    from gateway.hub import CommandSender
+    from session_store.commands import decode_command
+
+    redis = await open_redis(redis_cluster_url)
+    keys = Keys(make_prefix(), 8)
+    sender = CommandSender(redis, keys)
+    errors: list[Exception] = []
+    task = asyncio.create_task(sender.run())
+    try:
+        sent: dict[int, list[str]] = {p: [] for p in range(8)}
+        for i in range(1700):  # partition 0 gets more than one slice
+            partition = 0 if i < 600 else i % 8
+            sender.send(partition, patch_command(i), errors.append)
+            sent[partition].append(f"c{i}")
+        await wait_until(lambda: _total_is(redis, keys, sent, 1700), timeout=10)
+        assert not errors and not task.done()
+        for partition, ids in sent.items():
+            entries = await redis.xrange(keys.commands(partition))
+            assert [decode_command(f[b"c"]).id for _, f in entries] == ids
+        assert len({redis.get_node_from_key(keys.commands(p)).name for p in sent}) >= 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for p in range(8):
+            await redis.delete(keys.commands(p))
         await redis.aclose()

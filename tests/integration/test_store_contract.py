@@ -1,7 +1,8 @@
 """Contract tests of the Redis layer (append script, leases, snapshots, reads).
 
-Each runs against the machine's Redis 7 (or whatever COHORT_TEST_REDIS_URL names)
-and against an embedded Redis 6.2, the oldest version Cohort supports.
+Each runs against the machine's Redis 7 (or whatever COHORT_TEST_REDIS_URL names),
+against an embedded Redis 6.2, the oldest version Cohort supports, and against an
+embedded three-primary Redis Cluster (every key of a partition on one shard).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from redis.asyncio import Redis
 
 from session_store.commands import Outcome, decode_outcome, encode
+from session_store.connect import open_redis
 from session_store.events import (
     BATCH_SESSION,
     BatchOpened,
@@ -33,14 +34,17 @@ from tests.append_plans import patch_plan
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture(params=["redis7", "redis6.2"])
+SERVERS = {"redis7": "redis_url", "redis6.2": "redis62_url", "cluster": "redis_cluster_url"}
+
+
+@pytest.fixture(params=list(SERVERS))
 async def store(request: pytest.FixtureRequest, make_prefix: Callable[[], str]
                 ) -> AsyncIterator[EventStore]:
-    url = request.getfixturevalue("redis_url" if request.param == "redis7" else "redis62_url")
-    redis = Redis.from_url(url)
+    redis = await open_redis(request.getfixturevalue(SERVERS[request.param]))
     prefix = make_prefix()
     yield EventStore(redis, Keys(prefix, 4))
-    # Clean up here too: the 6.2 server is not covered by the session-wide cleanup.
+    # Clean up here too: the 6.2 server and the cluster are not covered by the
+    # session-wide cleanup.
     async for key in redis.scan_iter(match=f"{prefix}:*", count=500):
         await redis.unlink(key)
     await redis.aclose()
