@@ -43,7 +43,6 @@ tests make the process exit there.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +52,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
+from results_store.pacing import Pacer
 from results_store.replay import (
     START,
     EventFilter,
@@ -135,11 +135,10 @@ class Archiver:
         # worker's are N apart, plus up to one iteration of commands.
         self.gap_limit = gap_limit or 2 * self.snapshot_every
         self.fill_budget = fill_budget
-        if not 0 < duty <= 1:
-            raise ValueError(f"duty must be in (0, 1], not {duty}")
+        Pacer(duty, 0, 0)  # refuses a duty out of (0, 1] here, not at the first pass
         self.duty = duty
-        # A batch's backlog may take this long (the pass interval): pauses never make
-        # it take longer, so a batch written faster than ``duty`` allows still keeps up.
+        # A pass's backlog may take this long (the pass interval): pauses never make
+        # it take longer, so batches written faster than ``duty`` allows still keep up.
         self.spread_s = spread_s
         self.checkpoint = checkpoint or (lambda _step: None)
         self.replay = Replay(redis, pool, keys)
@@ -177,24 +176,42 @@ class Archiver:
         return sorted(found)
 
     async def run_once(self) -> list[BatchReport]:
-        """One pass over every batch, skipping those quiet since an earlier pass."""
+        """One pass over every batch, skipping those quiet since an earlier pass.
+
+        Closing batches come first and unpaced (they are done with and leave Redis);
+        the others share one ``Pacer``, so the pass as a whole, not each batch, ends
+        within the interval however many batches have a backlog."""
         reports = []
         batch_ids = await self.batch_ids()
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in batch_ids:
             pipe.xrevrange(self.keys.events(batch_id), "+", "-", count=1)
-        lasts = [entries[0] if entries else (b"", {}) for entries in await pipe.execute()]
+            pipe.xlen(self.keys.events(batch_id))
+        found = await pipe.execute()
         now_ms = int(time.time() * 1000)
-        for batch_id, (last, fields) in zip(batch_ids, lasts, strict=True):
+        closing: list[str] = []
+        live: list[tuple[str, bytes, int]] = []
+        for batch_id, entries, length in zip(batch_ids, found[::2], found[1::2], strict=True):
+            last, fields = entries[0] if entries else (b"", {})
             # Closed (or closed and partly removed: no stream left, see close_batch).
-            closing = not last or decode_head(fields[b"e"]).kind == "batch_closed"
-            if not closing and self._quiet.get(batch_id) == last:
-                continue
+            if not last or decode_head(fields[b"e"]).kind == "batch_closed":
+                closing.append(batch_id)
+            elif self._quiet.get(batch_id) != last:
+                live.append((batch_id, last, max(0, length - self.keep)))
+        pacer = Pacer(self.duty, self.spread_s, sum(counted for _, _, counted in live))
+        for batch_id, last, counted in [(b, b"", 0) for b in closing] + live:
+            before = pacer.backlog
             try:
-                report = await (self.close_batch(batch_id) if closing
-                                else self.archive_batch(batch_id))
+                report = await (self.close_batch(batch_id) if not last
+                                else self.archive_batch(batch_id, pacer=pacer))
             except Exception:
                 log.exception("archiving failed", extra={"batch": batch_id})
+                report = None
+            finally:
+                # What was counted but not archived: not yet below the worker's
+                # watermark, or the batch failed.
+                pacer.skip(counted - (before - pacer.backlog))
+            if report is None:
                 continue
             if (report.events or report.snapshots or report.trimmed or report.erased_runs
                     or report.removed):
@@ -202,12 +219,12 @@ class Archiver:
             reports.append(report)
             # No event for a while: the worker's idle snapshot is written and copied,
             # so nothing changes until the next event.
-            if not report.more and (not last or now_ms - key_of(last.decode())[0] > QUIET_MS):
+            if last and not report.more and now_ms - key_of(last.decode())[0] > QUIET_MS:
                 self._quiet[batch_id] = last
         return reports
 
     async def archive_batch(self, batch_id: str, keep: int | None = None,
-                            fill_gaps: bool = True) -> BatchReport:
+                            fill_gaps: bool = True, pacer: Pacer | None = None) -> BatchReport:
         report = BatchReport(batch_id)
         await self.copy_snapshots(batch_id, report)
         watermark = await self.watermark(batch_id)
@@ -220,7 +237,7 @@ class Archiver:
         if bound is not None:
             budget = await self.redis.xlen(self.keys.events(batch_id)) - (
                 self.keep if keep is None else keep)
-            deadline = time.monotonic() + self.spread_s
+            pacer = pacer or Pacer(self.duty, self.spread_s, budget)
             while budget > 0:
                 began = time.monotonic()
                 copied = await self.archive_segment(batch_id, bound, min(budget, self.batch_size),
@@ -228,22 +245,10 @@ class Archiver:
                 if not copied:
                     break
                 budget -= copied
-                if budget > 0 and self.duty < 1:
-                    await self._pace(report, time.monotonic() - began, copied, budget, deadline)
+                report.paused_s += await pacer.after_segment(time.monotonic() - began, copied)
         if fill_gaps:
             await self.fill_snapshot_gaps(batch_id, report)
         return report
-
-    async def _pace(self, report: BatchReport, spent: float, copied: int, left: int,
-                    deadline: float) -> None:
-        """Pause after a segment so that archiving takes about ``duty`` of the time,
-        but never past the point where the rest of the backlog, at this segment's
-        rate, would end after ``deadline``."""
-        pause = spent * (1 / self.duty - 1)
-        pause = min(pause, deadline - time.monotonic() - spent * left / copied)
-        if pause > 0:
-            report.paused_s += pause
-            await asyncio.sleep(pause)
 
     # -- snapshots -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
+import time
 import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -545,6 +546,29 @@ async def test_archiving_paces_itself_but_never_falls_behind(own, redis, pool):
         archiver(duty=0)
     with pytest.raises(ValueError, match="duty"):
         archiver(duty=1.5)
+
+
+async def test_one_pass_over_many_busy_batches_ends_within_its_interval(own, redis, pool):
+    """The pacing deadline is the pass's, not each batch's: with a per-batch deadline
+    a pass over N busy batches took up to N intervals."""
+    driver = Driver(own, redis)
+    batches = [f"busy{i}" for i in range(4)]
+    for batch in batches:
+        await drive(driver, RandomSession(batch, seed=3), 500, samples=1)
+    await driver.snapshot_all()
+    keys = driver.keys
+    archiver = Archiver(redis, pool, keys, keep=0, batch_size=50, keep_snapshots=1,
+                        duty=0.05, spread_s=1.0)
+    began = time.monotonic()
+    reports = {r.batch: r for r in await archiver.run_once()}
+    elapsed = time.monotonic() - began
+    assert set(batches) <= set(reports)
+    assert all(reports[b].segments >= 5 and not reports[b].more for b in batches)
+    assert sum(reports[b].paused_s for b in batches) > 0.2  # it did pause
+    # At duty 0.05 each batch alone would pause up to its own full second.
+    assert elapsed < 1.0 + 0.5, elapsed
+    for batch in batches:
+        assert await redis.xlen(keys.events(batch)) == 0
 
 
 async def test_closing_picks_up_after_a_crash_at_any_step(own, redis, pool, monkeypatch):
