@@ -69,88 +69,136 @@ READ_COUNT = 1000
 # event), and so are narrow frames (a pair's messages go out at once).
 TICK_S = 0.005
 WIDE_FANOUT = 16
+Queued = tuple[int, bytes, Callable[[Exception], None]]
+
+
 class CommandSender:
     """Queues commands and writes each flush's worth together.
 
-    Per partition, one call of ``submit.lua`` appends that partition's commands in
-    order (``SLICE`` commands per call). On a single Redis every call of a flush
-    shares one pipeline: one round trip. On Redis Cluster a partition lives on one
-    shard, so each partition's calls go to it in order, the partitions concurrently.
-    The calls are EVAL with the script's text, not EVALSHA: Redis caches the script
-    either way, and EVAL can never answer NOSCRIPT (after a restart or SCRIPT FLUSH),
-    so there is no load-and-retry step that could put a partition's slices out of
-    order, and cluster pipelines, which refuse scripts, are not needed.
+    Per partition, calls of ``submit.lua`` append that partition's commands in
+    order (``SLICE`` commands per call). The calls are EVAL with the script's text,
+    not EVALSHA: Redis caches the script either way, and EVAL never answers NOSCRIPT
+    (after a restart or SCRIPT FLUSH), so no load-and-retry step can put a
+    partition's slices out of order and no SCRIPT EXISTS round trip precedes them.
+
+    On a single Redis every call of a flush shares one pipeline: one round trip.
+    On Redis Cluster each partition has its own writer, which sends that
+    partition's calls to its shard one after another, so that a slow or failing
+    shard holds up only its own partitions. Cluster pipelines are not used: they
+    re-send their whole stack after a dropped connection. The cluster client does
+    re-send a single call after a dropped connection (the first may have run), so
+    there every call carries a name that the script records (``Keys.submitted``).
     """
 
     # Commands per script call: bounds how long one call holds Redis.
     SLICE = 500
+    # How long a cluster call's name is remembered: far longer than the client's
+    # retries (3 attempts, each at most a 5 s connect timeout) can take.
+    SUBMITTED_TTL_S = 60
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._script = lua_script("submit.lua")
         self._cluster = isinstance(redis, RedisCluster)
-        self._buffer: list[tuple[int, bytes, Callable[[Exception], None]]] = []
+        self._buffer: list[Queued] = []
         self._wake = asyncio.Event()
+        # Cluster: commands waiting per partition, and each partition's writer task.
+        self._waiting: dict[int, list[Queued]] = {}
+        self._writers: dict[int, asyncio.Task[None]] = {}
+        self._name = uuid.uuid4().hex[:12]
+        self._calls = 0
 
     def send(self, partition: int, command: Command, on_error: Callable[[Exception], None]) -> None:
         self._buffer.append((partition, encode(command), on_error))
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._buffer = self._buffer, []
-            if not batch:
-                continue
-            try:
-                await self.flush(batch)
-            except Exception as exc:  # whatever went wrong, the sender goes on
-                _failed(batch, exc)
-            metrics.COMMANDS.inc(len(batch))
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._buffer = self._buffer, []
+                if not batch:
+                    continue
+                if self._cluster:
+                    self._hand_to_writers(batch)
+                    continue
+                try:
+                    await self.flush(batch)
+                except Exception as exc:  # whatever went wrong, the sender goes on
+                    log.error("command write failed", extra={"error": repr(exc),
+                                                             "count": len(batch)})
+                    _failed(batch, exc)
+                metrics.COMMANDS.inc(len(batch))
+        finally:
+            for writer in list(self._writers.values()):
+                writer.cancel()
 
-    async def flush(self, batch: list[tuple[int, bytes, Callable[[Exception], None]]]) -> None:
-        """Write ``batch``; each command whose call failed has its ``on_error`` called."""
-        by_partition: dict[int, list[tuple[int, bytes, Callable[[Exception], None]]]] = {}
-        for item in batch:
-            by_partition.setdefault(item[0], []).append(item)
-        slices = {
-            partition: [items[start:start + self.SLICE]
-                        for start in range(0, len(items), self.SLICE)]
-            for partition, items in by_partition.items()
-        }
-        if self._cluster:
-            await asyncio.gather(*(self._write_in_turn(partition, parts)
-                                   for partition, parts in slices.items()))
-            return
-        flat = [(partition, part) for partition, parts in slices.items() for part in parts]
+    async def flush(self, batch: list[Queued]) -> None:
+        """Single Redis: write ``batch`` in one pipeline; each command whose call
+        failed has its ``on_error`` called. (A failed call fails only its own
+        commands: the errors that fail one call, such as OOM or BUSY, fail every
+        call of the pipeline alike.)"""
+        calls: list[tuple[int, list[Queued]]] = []
+        for partition, items in _by_partition(batch).items():
+            calls.extend((partition, items[start:start + self.SLICE])
+                         for start in range(0, len(items), self.SLICE))
         pipe = self.redis.pipeline(transaction=False)
-        for partition, part in flat:
+        for partition, part in calls:
             pipe.eval(self._script, 1, self.keys.commands(partition), *(p for _, p, _ in part))
         results = await pipe.execute(raise_on_error=False)
-        for (_, part), result in zip(flat, results, strict=True):
+        for (_, part), result in zip(calls, results, strict=True):
             if isinstance(result, Exception):
                 log.error("command write failed", extra={"error": repr(result), "count": len(part)})
                 _failed(part, result)
 
-    async def _write_in_turn(self, partition: int,
-                             parts: list[list[tuple[int, bytes, Callable[[Exception], None]]]]
-                             ) -> None:
+    def _hand_to_writers(self, batch: list[Queued]) -> None:
+        for partition, items in _by_partition(batch).items():
+            self._waiting.setdefault(partition, []).extend(items)
+            if partition not in self._writers:
+                self._writers[partition] = asyncio.create_task(self._write(partition))
+
+    async def _write(self, partition: int) -> None:
+        """Cluster: send one partition's waiting commands to its shard, in order."""
+        waiting = self._waiting[partition]
         key = self.keys.commands(partition)
-        for index, part in enumerate(parts):
-            try:
-                await self.redis.eval(self._script, 1, key, *(p for _, p, _ in part))
-            except Exception as exc:
-                # The later slices are not sent either: they would overtake the
-                # failed commands when those are retried.
-                log.error("command write failed", extra={"error": repr(exc), "count": len(part)})
-                for rest in parts[index:]:
-                    _failed(rest, exc)
-                return
+        part: list[Queued] = []
+        try:
+            while waiting:
+                part = waiting[:self.SLICE]
+                del waiting[:self.SLICE]
+                self._calls += 1
+                name = self.keys.submitted(partition, f"{self._name}:{self._calls}")
+                try:
+                    await self.redis.eval(self._script, 2, key, name, self.SUBMITTED_TTL_S,
+                                          *(p for _, p, _ in part))
+                except Exception as exc:
+                    # What waits behind the failed commands fails with them: it
+                    # would overtake them when they are retried.
+                    log.error("command write failed", extra={
+                        "error": repr(exc), "count": len(part) + len(waiting)})
+                    part.extend(waiting)
+                    waiting.clear()
+                    _failed(part, exc)
+                metrics.COMMANDS.inc(len(part))
+                part = []
+        finally:
+            del self._writers[partition]
+            left = part + waiting
+            waiting.clear()
+            if left:  # cancelled mid-way: nobody will write these
+                _failed(left, RuntimeError("command sender stopped"))
 
 
-def _failed(items: list[tuple[int, bytes, Callable[[Exception], None]]], exc: Exception) -> None:
+def _by_partition(batch: list[Queued]) -> dict[int, list[Queued]]:
+    grouped: dict[int, list[Queued]] = {}
+    for item in batch:
+        grouped.setdefault(item[0], []).append(item)
+    return grouped
+
+
+def _failed(items: list[Queued], exc: Exception) -> None:
     for _, _, on_error in items:
         try:
             on_error(exc)

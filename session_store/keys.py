@@ -51,6 +51,11 @@ class Keys:
         """Set of the batch ids opened in this partition (so a new owner finds them all)."""
         return f"{self._p(partition)}:batches"
 
+    def submitted(self, partition: int, token: str) -> str:
+        """Marks one command-submit call as done (Redis Cluster only), so that a call
+        the client re-sends after a dropped connection appends nothing twice."""
+        return f"{self._p(partition)}:sub:{token}"
+
     # Per-batch keys (in the batch's partition).
     def events(self, batch_id: str) -> str:
         return f"{self._p(self.partition(batch_id))}:b:{batch_id}:events"

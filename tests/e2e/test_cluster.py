@@ -117,6 +117,11 @@ async def test_the_stack_runs_on_redis_cluster(cluster_stack: Stack, new_batch_i
         assert "failed" not in stack.log("finalizer"), stack.log("finalizer")[-3000:]
         for name in ("gateway0", "gateway1", "worker0", "worker1", "finalizer"):
             assert stack.procs[name].poll() is None, stack.log(name)[-3000:]
+        # No command was written twice (a worker would rebuild on it) or failed.
+        for name in ("worker0", "worker1"):
+            assert "version conflict" not in stack.log(name), stack.log(name)[-3000:]
+        for name in ("gateway0", "gateway1"):
+            assert "command write failed" not in stack.log(name), stack.log(name)[-3000:]
     finally:
         await asyncio.gather(*(p.close() for p in people))
         await pool.close()
