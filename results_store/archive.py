@@ -135,7 +135,7 @@ class Archiver:
         # worker's are N apart, plus up to one iteration of commands.
         self.gap_limit = gap_limit or 2 * self.snapshot_every
         self.fill_budget = fill_budget
-        Pacer(duty, 0, 0)  # refuses a duty out of (0, 1] here, not at the first pass
+        Pacer(duty, 0)  # refuses a duty out of (0, 1] here, not at the first pass
         self.duty = duty
         # A pass's backlog may take this long (the pass interval): pauses never make
         # it take longer, so batches written faster than ``duty`` allows still keep up.
@@ -200,17 +200,15 @@ class Archiver:
                 live.append((batch_id, last, max(0, length - self.keep)))
         pacer = Pacer(self.duty, self.spread_s, sum(counted for _, _, counted in live))
         for batch_id, last, counted in [(b, b"", 0) for b in closing] + live:
-            before = pacer.backlog
+            pacer.begin(counted)
             try:
                 report = await (self.close_batch(batch_id) if not last
-                                else self.archive_batch(batch_id, pacer=pacer))
+                                else self.archive_batch(batch_id, pacer=pacer, most=counted))
             except Exception:
                 log.exception("archiving failed", extra={"batch": batch_id})
                 report = None
             finally:
-                # What was counted but not archived: not yet below the worker's
-                # watermark, or the batch failed.
-                pacer.skip(counted - (before - pacer.backlog))
+                pacer.end()
             if report is None:
                 continue
             if (report.events or report.snapshots or report.trimmed or report.erased_runs
@@ -224,7 +222,10 @@ class Archiver:
         return reports
 
     async def archive_batch(self, batch_id: str, keep: int | None = None,
-                            fill_gaps: bool = True, pacer: Pacer | None = None) -> BatchReport:
+                            fill_gaps: bool = True, pacer: Pacer | None = None,
+                            most: int | None = None) -> BatchReport:
+        """Copy snapshots, then archive and trim the events past ``keep`` (at most
+        ``most`` of them), paced by ``pacer`` (a pass's) or by a pacer of its own."""
         report = BatchReport(batch_id)
         await self.copy_snapshots(batch_id, report)
         watermark = await self.watermark(batch_id)
@@ -237,15 +238,19 @@ class Archiver:
         if bound is not None:
             budget = await self.redis.xlen(self.keys.events(batch_id)) - (
                 self.keep if keep is None else keep)
-            pacer = pacer or Pacer(self.duty, self.spread_s, budget)
+            if most is not None:
+                budget = min(budget, most)
+            if pacer is None:
+                pacer = Pacer(self.duty, self.spread_s, budget)
+            else:
+                pacer.found(budget)
             while budget > 0:
-                began = time.monotonic()
                 copied = await self.archive_segment(batch_id, bound, min(budget, self.batch_size),
                                                     report)
                 if not copied:
                     break
                 budget -= copied
-                report.paused_s += await pacer.after_segment(time.monotonic() - began, copied)
+                report.paused_s += await pacer.after_segment(copied)
         if fill_gaps:
             await self.fill_snapshot_gaps(batch_id, report)
         return report

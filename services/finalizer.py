@@ -96,14 +96,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 async def archive_loop(archiver: Archiver, settings: Settings, stop: asyncio.Event) -> None:
+    """A pass every ``archive_interval_s``: a pass that took part of the interval
+    (paced passes may take up to all of it) is followed by the rest of it only."""
     while not stop.is_set():
+        began = time.monotonic()
         try:
             await archiver.run_once()
             await close_ended_runs(archiver.redis, archiver.pool, settings)
+            rest = settings.archive_interval_s - (time.monotonic() - began)
         except Exception as exc:  # a store is down for a moment: the next pass retries
             log.warning("archive pass failed", extra={"error": repr(exc)})
+            rest = settings.archive_interval_s
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.archive_interval_s)
+            await asyncio.wait_for(stop.wait(), max(rest, 0.05 * settings.archive_interval_s))
 
 
 async def close_ended_runs(redis: Any, pool: asyncpg.Pool, settings: Settings) -> int:

@@ -130,10 +130,11 @@ async def open_redis(url: str, **options: Any) -> Redis:
     """``connect_redis``, and on a cluster learn its slot map before anything else
     runs. redis-py's cluster client learns it on first use; when a process's first
     commands went out concurrently (a gateway starts its partition readers and its
-    command sender at once), connections were closed under them and the client
-    re-sent commands that had already run: a slice of 238 commands was appended
-    twice, in about one start in eight here. Duplicates are harmless to the log
-    (the worker dedupes every command by id) but cost work and reorder retries."""
+    command sender at once), it dropped connections under them and re-sent the
+    commands (about one start in eight here). Re-sends can still come later (a
+    dropped connection, a resharding): the gateway's command writes are named so
+    that a re-sent one appends nothing, and the worker's appends are fenced and
+    deduplicated."""
     client = connect_redis(url, **options)
     if isinstance(client, RedisCluster):
         await client.initialize()
