@@ -21,6 +21,9 @@ from collections.abc import Callable
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, ClusterError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.connection import CLOSE_BATCH_CLOSED, Connection
@@ -87,14 +90,20 @@ class CommandSender:
     shard holds up only its own partitions. Cluster pipelines are not used: they
     re-send their whole stack after a dropped connection. The cluster client does
     re-send a single call after a dropped connection (the first may have run), so
-    there every call carries a name that the script records (``Keys.submitted``).
+    there every call carries a number, increasing per sender, and the script keeps
+    the highest one appended per partition (``Keys.submitted``): a call sent again
+    appends nothing. That also lets the writer itself retry a call for a while
+    (a failover, a slot being migrated) instead of failing its commands at once.
     """
 
     # Commands per script call: bounds how long one call holds Redis.
     SLICE = 500
-    # How long a cluster call's name is remembered: far longer than the client's
-    # retries (3 attempts, each at most a 5 s connect timeout) can take.
-    SUBMITTED_TTL_S = 60
+    # How long a sender's mark outlives its last call (a gateway that stopped
+    # leaves one small key per partition behind for this long).
+    SUBMITTED_TTL_S = 86_400
+    # Cluster: how long the writer retries a call that failed in a way that may
+    # pass (connection, TRYAGAIN, cluster down) before failing its commands.
+    RETRY_S = 5.0
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
@@ -163,16 +172,15 @@ class CommandSender:
         """Cluster: send one partition's waiting commands to its shard, in order."""
         waiting = self._waiting[partition]
         key = self.keys.commands(partition)
+        mark = self.keys.submitted(partition, self._name)
         part: list[Queued] = []
         try:
             while waiting:
                 part = waiting[:self.SLICE]
                 del waiting[:self.SLICE]
                 self._calls += 1
-                name = self.keys.submitted(partition, f"{self._name}:{self._calls}")
                 try:
-                    await self.redis.eval(self._script, 2, key, name, self.SUBMITTED_TTL_S,
-                                          *(p for _, p, _ in part))
+                    await self._submit_numbered(key, mark, self._calls, part)
                 except Exception as exc:
                     # What waits behind the failed commands fails with them: it
                     # would overtake them when they are retried.
@@ -189,6 +197,28 @@ class CommandSender:
             waiting.clear()
             if left:  # cancelled mid-way: nobody will write these
                 _failed(left, RuntimeError("command sender stopped"))
+
+
+    async def _submit_numbered(self, key: str, mark: str, number: int,
+                               part: list[Queued]) -> None:
+        deadline = time.monotonic() + self.RETRY_S
+        delay = 0.05
+        while True:
+            try:
+                await self.redis.eval(self._script, 2, key, mark, number,
+                                      self.SUBMITTED_TTL_S, *(p for _, p, _ in part))
+                return
+            except RETRIABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("command write retried", extra={"error": f"{exc!r}: {exc}"})
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
+
+# Cluster errors that may pass on their own; a numbered call may be sent again.
+RETRIABLE = (RedisConnectionError, RedisTimeoutError, TryAgainError, ClusterDownError,
+             ClusterError)
 
 
 def _by_partition(batch: list[Queued]) -> dict[int, list[Queued]]:

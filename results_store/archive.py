@@ -178,9 +178,9 @@ class Archiver:
     async def run_once(self) -> list[BatchReport]:
         """One pass over every batch, skipping those quiet since an earlier pass.
 
-        Closing batches come first and unpaced (they are done with and leave Redis);
-        the others share one ``Pacer``, so the pass as a whole, not each batch, ends
-        within the interval however many batches have a backlog."""
+        Closing batches come first and unpaced (they are done with and leave Redis),
+        then batches with no backlog; the others share one ``Pacer``, so that the
+        pass as a whole, not each batch, is paced to end within the interval."""
         reports = []
         batch_ids = await self.batch_ids()
         pipe = self.redis.pipeline(transaction=False)
@@ -199,6 +199,10 @@ class Archiver:
             elif self._quiet.get(batch_id) != last:
                 live.append((batch_id, last, max(0, length - self.keep)))
         pacer = Pacer(self.duty, self.spread_s, sum(counted for _, _, counted in live))
+        # Batches with nothing counted (snapshot copies, trims, gap fills only) go
+        # before the paced ones: their cost is then part of the rate the pauses
+        # are measured against, rather than unforeseen work after the pauses.
+        live.sort(key=lambda item: item[2] > 0)
         for batch_id, last, counted in [(b, b"", 0) for b in closing] + live:
             pacer.begin(counted)
             try:

@@ -58,9 +58,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Events per archive transaction (one segment).
     archive_batch: int = 5000
     # The archiver's share of wall time while it catches up (0 < duty <= 1): after each
-    # segment it pauses (1/duty - 1) x that segment's time, so a backlog is spread
-    # out instead of taking CPU, Redis and Postgres from live traffic all at once.
-    # Pauses shrink when the pass's backlog needs the time (docs/archive.md).
+    # segment it pauses (1/duty - 1) x the time it worked since its last pause, so a
+    # backlog is spread out instead of taking CPU, Redis and Postgres from live
+    # traffic all at once. Pauses shrink when the pass's backlog needs the time
+    # (docs/archive.md).
     archive_duty: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.25
     # The finalizer lowers its own CPU priority by this much (0 = leave it): archiving
     # may wait, live fan-out may not.

@@ -132,9 +132,9 @@ async def open_redis(url: str, **options: Any) -> Redis:
     commands went out concurrently (a gateway starts its partition readers and its
     command sender at once), it dropped connections under them and re-sent the
     commands (about one start in eight here). Re-sends can still come later (a
-    dropped connection, a resharding): the gateway's command writes are named so
-    that a re-sent one appends nothing, and the worker's appends are fenced and
-    deduplicated."""
+    dropped connection, a resharding): the gateway's command writes are numbered
+    so that a re-sent one appends nothing, and the worker's appends are fenced
+    and deduplicated."""
     client = connect_redis(url, **options)
     if isinstance(client, RedisCluster):
         await client.initialize()

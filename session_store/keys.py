@@ -51,10 +51,11 @@ class Keys:
         """Set of the batch ids opened in this partition (so a new owner finds them all)."""
         return f"{self._p(partition)}:batches"
 
-    def submitted(self, partition: int, token: str) -> str:
-        """Marks one command-submit call as done (Redis Cluster only), so that a call
-        the client re-sends after a dropped connection appends nothing twice."""
-        return f"{self._p(partition)}:sub:{token}"
+    def submitted(self, partition: int, sender: str) -> str:
+        """The number of the last command-submit call one gateway's sender appended
+        to this partition (Redis Cluster only): a call the client re-sends after a
+        dropped connection appends nothing twice."""
+        return f"{self._p(partition)}:sub:{sender}"
 
     # Per-batch keys (in the batch's partition).
     def events(self, batch_id: str) -> str:

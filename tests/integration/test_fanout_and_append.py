@@ -527,3 +527,71 @@ async def _written_or_failed(redis, keys: Keys, sent: int, errors: list) -> bool
     written = sum([await redis.xlen(keys.commands(p)) for p in range(8)])
     return written + len(errors) >= sent
 
+
+async def test_commands_ride_through_a_migration_of_their_partitions_slot(
+        redis_cluster_url: str, make_prefix: Callable[[], str]):
+    """While the slot of a partition's command stream moves to another shard (Redis
+    answers ASK meanwhile, and TRYAGAIN while a call's keys are split between the
+    two), a busy sender loses, repeats and reorders nothing and no command fails:
+    the writer retries such calls, and their numbers make a retry harmless."""
+    from redis.cluster import key_slot
+
+    from gateway.hub import CommandSender
+    from session_store.commands import decode_command
+
+    redis = await open_redis(redis_cluster_url)
+    keys = Keys(make_prefix(), 8)
+    sender = CommandSender(redis, keys)
+    errors: list[Exception] = []
+    task = asyncio.create_task(sender.run())
+    sent: dict[int, list[str]] = {p: [] for p in range(8)}
+    count = 0
+    stop = asyncio.Event()
+
+    async def feed() -> None:
+        nonlocal count
+        while not stop.is_set():
+            for _ in range(500):
+                sender.send(count % 8, patch_command(count), errors.append)
+                sent[count % 8].append(f"c{count}")
+                count += 1
+            await asyncio.sleep(0.01)
+
+    feeder = asyncio.create_task(feed())
+    try:
+        await asyncio.sleep(0.3)  # every partition has had calls (and marks) by now
+        slot = key_slot(keys.commands(3).encode())
+        source = redis.nodes_manager.get_node_from_slot(slot)
+        target = next(node for node in redis.get_primaries() if node.name != source.name)
+        ids = {node.name: (await redis.execute_command("CLUSTER MYID", target_nodes=node)
+                           ).decode() for node in (source, target)}
+
+        def on(node, *command):  # the test's own commands, through dropped connections too
+            return _retried(lambda: redis.execute_command(*command, target_nodes=node))
+
+        await on(target, "CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name])
+        await on(source, "CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name])
+        await asyncio.sleep(1.0)  # calls meet the slot migrating, their keys still here
+        while moving := await on(source, "CLUSTER GETKEYSINSLOT", slot, 100):
+            await on(source, "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *moving)
+            await asyncio.sleep(0.05)  # commands keep arriving meanwhile
+        await asyncio.sleep(1.0)  # the keys moved, the slot not yet handed over
+        for node in redis.get_primaries():
+            await on(node, "CLUSTER SETSLOT", slot, "NODE", ids[target.name])
+        await asyncio.sleep(0.3)
+        stop.set()
+        await feeder
+        await wait_until(lambda: _total_is(redis, keys, sent, count), timeout=30)
+        assert not errors, errors[:3]
+        for partition, ids_sent in sent.items():
+            entries = await redis.xrange(keys.commands(partition))
+            assert [decode_command(f[b"c"]).id for _, f in entries] == ids_sent
+        assert redis.get_node_from_key(keys.commands(3)).name == target.name
+    finally:
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, feeder, return_exceptions=True)
+        for p in range(8):
+            await redis.delete(keys.commands(p))
+        await redis.aclose()
+
