@@ -21,7 +21,13 @@ from collections.abc import Callable
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, ClusterError, TryAgainError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -93,7 +99,11 @@ class CommandSender:
     there every call carries a number, increasing per sender, and the script keeps
     the highest one appended per partition (``Keys.submitted``): a call sent again
     appends nothing. That also lets the writer itself retry a call for a while
-    (a failover, a slot being migrated) instead of failing its commands at once.
+    (``retry_s``: a failover, a slot being migrated) instead of failing its
+    commands at once. While a slot is migrated, Redis refuses a two-key script
+    whose keys are on different sides (TRYAGAIN): such a call goes out again
+    without its number, as a plain append; a duplicate it might cause is caught
+    by the worker's deduplication by command id.
     """
 
     # Commands per script call: bounds how long one call holds Redis.
@@ -101,13 +111,13 @@ class CommandSender:
     # How long a sender's mark outlives its last call (a gateway that stopped
     # leaves one small key per partition behind for this long).
     SUBMITTED_TTL_S = 86_400
-    # Cluster: how long the writer retries a call that failed in a way that may
-    # pass (connection, TRYAGAIN, cluster down) before failing its commands.
-    RETRY_S = 5.0
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, retry_s: float = 20.0) -> None:
         self.redis = redis
         self.keys = keys
+        # Cluster: how long the writer retries a call that failed in a way that may
+        # pass (connection, TRYAGAIN, cluster down) before failing its commands.
+        self.retry_s = retry_s
         self._script = lua_script("submit.lua")
         self._cluster = isinstance(redis, RedisCluster)
         self._buffer: list[Queued] = []
@@ -201,14 +211,27 @@ class CommandSender:
 
     async def _submit_numbered(self, key: str, mark: str, number: int,
                                part: list[Queued]) -> None:
-        deadline = time.monotonic() + self.RETRY_S
+        payloads = [p for _, p, _ in part]
+        numbered = True
+        deadline = time.monotonic() + self.retry_s
         delay = 0.05
         while True:
             try:
-                await self.redis.eval(self._script, 2, key, mark, number,
-                                      self.SUBMITTED_TTL_S, *(p for _, p, _ in part))
+                # Bounded, so that a connection gone silent with a request out
+                # cannot hold the partition for TCP's minutes (a cancelled call that
+                # ran anyway is caught by its number when sent again).
+                async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
+                    if numbered:
+                        await self.redis.eval(self._script, 2, key, mark, number,
+                                              self.SUBMITTED_TTL_S, *payloads)
+                    else:
+                        await self.redis.eval(self._script, 1, key, *payloads)
                 return
-            except RETRIABLE as exc:
+            except NOT_RETRIABLE:
+                raise
+            except (*RETRIABLE, TimeoutError) as exc:
+                if _keys_split(exc):
+                    numbered = False
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("command write retried", extra={"error": f"{exc!r}: {exc}"})
@@ -217,8 +240,16 @@ class CommandSender:
 
 
 # Cluster errors that may pass on their own; a numbered call may be sent again.
-RETRIABLE = (RedisConnectionError, RedisTimeoutError, TryAgainError, ClusterDownError,
-             ClusterError)
+RETRIABLE = (RedisConnectionError, RedisTimeoutError, TryAgainError, ClusterError,
+             SlotNotCoveredError)
+NOT_RETRIABLE = (AuthenticationError, AuthorizationError)
+
+
+def _keys_split(exc: BaseException) -> bool:
+    """TRYAGAIN (redis-py gives up on it as "TTL exhausted"): the call's keys are on
+    two sides of a slot migration."""
+    return isinstance(exc, TryAgainError) or (
+        isinstance(exc, ClusterError) and "TTL exhausted" in str(exc))
 
 
 def _by_partition(batch: list[Queued]) -> dict[int, list[Queued]]:
@@ -305,7 +336,7 @@ class Hub:
         self.run_connections: dict[str, set[Connection]] = {}
         self._marks: set[asyncio.Future[None]] = set()
         self.marks = MarkWriter(redis, self.keys, seen_ttl_s(settings))
-        self.sender = CommandSender(redis, self.keys)
+        self.sender = CommandSender(redis, self.keys, settings.command_retry_s)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
         self._partition_wake = {p: asyncio.Event() for p in range(settings.partitions)}
         self._tasks: list[asyncio.Task[None]] = []

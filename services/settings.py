@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     presence_grace_s: float = 10.0
     group_idle_s: float = 300.0
     command_batch: int = 1000
+    # Redis Cluster: how long a gateway keeps retrying a command write that failed in
+    # a way that may pass (a dropped connection, a slot being migrated, a failover:
+    # Redis's default node timeout is 15 s) before its commands fail.
+    command_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 20.0
     dedupe_ttl_s: int = 24 * 3600
     replies_maxlen: int = 10000
     # Gateway: how many recent changes per batch it keeps for resume.

@@ -410,8 +410,7 @@ async def test_commands_go_to_each_shard_of_a_cluster_in_order(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        for p in range(8):
-            await redis.delete(keys.commands(p))
+        await _delete_commands(redis, keys, sender)
         await redis.aclose()
 
 
@@ -438,8 +437,7 @@ async def test_a_cluster_shard_failing_fails_only_its_partitions_commands(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        for p in range(8):
-            await redis.delete(keys.commands(p))
+        await _delete_commands(redis, keys, sender)
         await redis.aclose()
 
 
@@ -508,8 +506,7 @@ async def test_a_cluster_call_sent_again_appends_nothing_twice(
         stop.set()
         task.cancel()
         await asyncio.gather(task, feeder, return_exceptions=True)
-        for p in range(8):
-            await redis.delete(keys.commands(p))
+        await _delete_commands(redis, keys, sender)
         await redis.aclose()
 
 
@@ -530,10 +527,11 @@ async def _written_or_failed(redis, keys: Keys, sent: int, errors: list) -> bool
 
 async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         redis_cluster_url: str, make_prefix: Callable[[], str]):
-    """While the slot of a partition's command stream moves to another shard (Redis
-    answers ASK meanwhile, and TRYAGAIN while a call's keys are split between the
-    two), a busy sender loses, repeats and reorders nothing and no command fails:
-    the writer retries such calls, and their numbers make a retry harmless."""
+    """While the slot of a partition's command stream moves to another shard, key by
+    key (Redis answers ASK meanwhile, and TRYAGAIN to a call whose stream and mark
+    are on different sides, or whose mark does not exist yet: a sender started in
+    the middle of it), busy senders lose, repeat and reorder nothing and no command
+    fails."""
     from redis.cluster import key_slot
 
     from gateway.hub import CommandSender
@@ -572,26 +570,50 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         await on(target, "CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name])
         await on(source, "CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name])
         await asyncio.sleep(1.0)  # calls meet the slot migrating, their keys still here
-        while moving := await on(source, "CLUSTER GETKEYSINSLOT", slot, 100):
+        # A second gateway's sender starts now: it has no mark in that slot yet, and
+        # it retries for less time than the migration takes.
+        late = CommandSender(redis, keys, retry_s=1.0)
+        late_task = asyncio.create_task(late.run())
+        for i in range(200):
+            late.send(3, msgspec.structs.replace(patch_command(i), id=f"late{i}"),
+                      errors.append)
+        # One key per MIGRATE, the mark moved well after the stream (or before it).
+        while moving := await on(source, "CLUSTER GETKEYSINSLOT", slot, 1):
             await on(source, "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *moving)
-            await asyncio.sleep(0.05)  # commands keep arriving meanwhile
+            await asyncio.sleep(0.3)  # commands keep arriving meanwhile
         await asyncio.sleep(1.0)  # the keys moved, the slot not yet handed over
         for node in redis.get_primaries():
             await on(node, "CLUSTER SETSLOT", slot, "NODE", ids[target.name])
         await asyncio.sleep(0.3)
         stop.set()
         await feeder
-        await wait_until(lambda: _total_is(redis, keys, sent, count), timeout=30)
+        await wait_until(lambda: _total_is(redis, keys, sent, count + 200), timeout=30)
         assert not errors, errors[:3]
         for partition, ids_sent in sent.items():
             entries = await redis.xrange(keys.commands(partition))
-            assert [decode_command(f[b"c"]).id for _, f in entries] == ids_sent
+            got = [decode_command(f[b"c"]).id for _, f in entries]
+            if partition == 3:  # the late sender's commands, in order, among the others
+                assert [c for c in got if c.startswith("late")] == [
+                    f"late{i}" for i in range(200)]
+                got = [c for c in got if not c.startswith("late")]
+            assert got == ids_sent
         assert redis.get_node_from_key(keys.commands(3)).name == target.name
     finally:
         stop.set()
         task.cancel()
-        await asyncio.gather(task, feeder, return_exceptions=True)
-        for p in range(8):
-            await redis.delete(keys.commands(p))
+        late_task = locals().get("late_task")
+        for running in (task, late_task):
+            if running is not None:
+                running.cancel()
+        await asyncio.gather(task, feeder, *([late_task] if late_task else []),
+                             return_exceptions=True)
+        await _delete_commands(redis, keys, sender)
         await redis.aclose()
+
+
+async def _delete_commands(redis, keys: Keys, sender) -> None:
+    """The command streams and the sender's marks (which would stay for a day)."""
+    for p in range(keys.partitions):
+        await redis.delete(keys.commands(p))
+        await redis.delete(keys.submitted(p, sender._name))
 

@@ -76,7 +76,7 @@ def test_is_frozen() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("ARCHIVE_DUTY", "0"), ("ARCHIVE_DUTY", "1.5"), ("FINALIZER_NICE", "-1"),
-    ("FINALIZER_NICE", "20"),
+    ("FINALIZER_NICE", "20"), ("COMMAND_RETRY_S", "-1"),
 ])
 def test_archive_pacing_settings_out_of_range_are_refused(name: str, value: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=name.lower()):
@@ -87,3 +87,5 @@ def test_archive_pacing_defaults() -> None:
     settings = Settings.from_env({})
     assert settings.archive_duty == 0.25 and settings.finalizer_nice == 10
     assert Settings.from_env({"COHORT_ARCHIVE_DUTY": "1"}).archive_duty == 1.0
+    assert settings.command_retry_s == 20.0
+    assert Settings.from_env({"COHORT_COMMAND_RETRY_S": "0"}).command_retry_s == 0
