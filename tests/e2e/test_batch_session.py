@@ -151,15 +151,23 @@ async def patch_until_acked(p: Participant, ops: list, cmd_id: str) -> int:
 
 async def run_writers_through(stack: Stack, batch: str, disrupt) -> tuple[list[Participant], int]:
     writers = await asyncio.gather(*(join(stack, batch, gateway=i % 2) for i in range(10)))
+    acked = 0
+    quarter = asyncio.Event()
 
     async def write(i: int, p: Participant) -> None:
+        nonlocal acked
         for k in range(40):
             await patch_until_acked(p, [{"op": "add", "path": f"/w{i}_{k}", "value": k}],
                                     cmd_id=f"w{i}-{k}")
+            acked += 1
+            if acked >= 100:
+                quarter.set()
             await asyncio.sleep(random.random() * 0.01)
 
     jobs = asyncio.gather(*(write(i, p) for i, p in enumerate(writers)))
-    await asyncio.sleep(0.3)
+    # The disruption comes a quarter of the way in (not after a fixed time: on a
+    # fast machine the writers were done before it), so the rest needs a takeover.
+    await asyncio.wait_for(quarter.wait(), 60)
     await disrupt()
     await asyncio.wait_for(jobs, 60)
     return writers, 1 + 10 * 40

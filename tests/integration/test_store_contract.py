@@ -8,6 +8,7 @@ embedded three-primary Redis Cluster (every key of a partition on one shard).
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -70,6 +71,9 @@ async def test_twenty_concurrent_writers_one_winner_per_version(store: EventStor
             if current >= target:
                 return
             attempt += 1
+            # Between the read and the write, so that the writers really interleave
+            # (without it one writer could win every version on a fast machine).
+            await asyncio.sleep(random.random() * 0.001)
             plan = patch_plan(batch, name, str(attempt), current + 1, attempt)
             try:
                 result = await store.append(partition, epoch, "", [plan], 60)
