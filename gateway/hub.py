@@ -118,7 +118,9 @@ class CommandSender:
         # Cluster: how long the writer retries a call that failed in a way that may
         # pass (connection, TRYAGAIN, cluster down) before failing its commands.
         self.retry_s = retry_s
-        self._script = lua_script("submit.lua")
+        # Sent with every call, so without its comments (318 bytes instead of 1,182).
+        self._script = "\n".join(line for line in lua_script("submit.lua").splitlines()
+                                 if not line.lstrip().startswith("--"))
         self._cluster = isinstance(redis, RedisCluster)
         self._buffer: list[Queued] = []
         self._wake = asyncio.Event()
@@ -207,7 +209,6 @@ class CommandSender:
             waiting.clear()
             if left:  # cancelled mid-way: nobody will write these
                 _failed(left, RuntimeError("command sender stopped"))
-
 
     async def _submit_numbered(self, key: str, mark: str, number: int,
                                part: list[Queued]) -> None:

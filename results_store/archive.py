@@ -52,7 +52,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from results_store.pacing import Pacer
+from results_store.pacing import Pacer, check_duty
 from results_store.replay import (
     START,
     EventFilter,
@@ -135,8 +135,7 @@ class Archiver:
         # worker's are N apart, plus up to one iteration of commands.
         self.gap_limit = gap_limit or 2 * self.snapshot_every
         self.fill_budget = fill_budget
-        Pacer(duty, 0)  # refuses a duty out of (0, 1] here, not at the first pass
-        self.duty = duty
+        self.duty = check_duty(duty)  # refused here, not at the first pass
         # A pass's backlog may take this long (the pass interval): pauses never make
         # it take longer, so batches written faster than ``duty`` allows still keep up.
         self.spread_s = spread_s

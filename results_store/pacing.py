@@ -19,6 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 
+def check_duty(duty: float) -> float:
+    if not 0 < duty <= 1:
+        raise ValueError(f"duty must be in (0, 1], not {duty}")
+    return duty
+
+
 class Pacer:
     """The pacing of one pass (or of one batch archived on its own).
 
@@ -31,9 +37,7 @@ class Pacer:
     def __init__(self, duty: float, spread_s: float, backlog: int = 0, *,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
-        if not 0 < duty <= 1:
-            raise ValueError(f"duty must be in (0, 1], not {duty}")
-        self.duty = duty
+        self.duty = check_duty(duty)
         self.clock = clock
         self.sleep = sleep
         self.started = clock()

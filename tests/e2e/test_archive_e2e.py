@@ -87,6 +87,23 @@ async def act(person: Recorder, rng: random.Random, stop: asyncio.Event) -> None
             pass  # a failing test op, a stale group: rejected, nothing written
 
 
+async def drive_until(stack: Stack, people: list[Recorder], batches: list[str], events: int,
+                      seed: int, limit_s: float) -> None:
+    """Everybody acts at random until each of ``batches`` holds ``events`` events."""
+    stop = asyncio.Event()
+    rng = random.Random(seed)
+    workers = [asyncio.create_task(act(p, random.Random(rng.random()), stop)) for p in people]
+    started = time.monotonic()
+    try:
+        while min([sum((await live_versions(stack, b)).values()) for b in batches]) < events:
+            assert time.monotonic() - started < limit_s, "too slow"
+            assert not any(w.done() for w in workers), [w.exception() for w in workers if w.done()]
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+
+
 async def live_versions(stack: Stack, batch: str) -> dict[str, int]:
     async with httpx.AsyncClient(base_url=stack.gateway_urls[0], headers={
             "Authorization": f"Bearer {stack.admin_token}"}) as client:
@@ -100,18 +117,8 @@ async def test_participants_drive_10000_events_while_the_finalizer_archives(
     batch = new_batch_id()
     await stack.create_batch(batch, max_active_members=3, max_total_members=5)
     people = [await enter(stack, batch, i % 2) for i in range(12)]
-    stop = asyncio.Event()
     rng = random.Random(21)
-    workers = [asyncio.create_task(act(p, random.Random(rng.random()), stop)) for p in people]
-    started = time.monotonic()
-    try:
-        while sum((await live_versions(stack, batch)).values()) < 10_000:
-            assert time.monotonic() - started < 180, "too slow"
-            assert not any(w.done() for w in workers), [w.exception() for w in workers if w.done()]
-            await asyncio.sleep(0.5)
-    finally:
-        stop.set()
-        await asyncio.gather(*workers)
+    await drive_until(stack, people, [batch], 10_000, seed=21, limit_s=180)
     versions = await live_versions(stack, batch)
     total = sum(versions.values())
     for person in people:

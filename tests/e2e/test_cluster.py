@@ -11,8 +11,6 @@ and a forced close leaves no key of the batch on any shard.
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Callable, Iterator
 
 import asyncpg
@@ -24,7 +22,7 @@ from results_store.replay import Replay
 from session_store.connect import open_redis
 from session_store.keys import Keys
 from tests.e2e.stack import Stack
-from tests.e2e.test_archive_e2e import ARCHIVING, act, enter, live_versions
+from tests.e2e.test_archive_e2e import ARCHIVING, drive_until, enter, live_versions
 from tests.e2e.test_close_batch import keys_of, wait_removed
 
 pytestmark = pytest.mark.e2e
@@ -57,18 +55,7 @@ async def test_the_stack_runs_on_redis_cluster(cluster_stack: Stack, new_batch_i
         await stack.create_batch(batch, max_active_members=3, max_total_members=5)
     people = [await enter(stack, batch, i % 2) for i, batch in
               enumerate(b for b in batches for _ in range(4))]
-    stop = asyncio.Event()
-    rng = random.Random(5)
-    tasks = [asyncio.create_task(act(p, random.Random(rng.random()), stop)) for p in people]
-    started = time.monotonic()
-    try:
-        while min([sum((await live_versions(stack, b)).values()) for b in batches]) < 800:
-            assert time.monotonic() - started < 120, "too slow"
-            assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
-            await asyncio.sleep(0.3)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
+    await drive_until(stack, people, batches, 800, seed=5, limit_s=120)
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:

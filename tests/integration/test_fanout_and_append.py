@@ -453,27 +453,13 @@ async def test_a_cluster_call_sent_again_appends_nothing_twice(
     calls were named."""
     from redis.cluster import key_slot
 
-    from gateway.hub import CommandSender
     from session_store.commands import decode_command
 
     redis = await open_redis(redis_cluster_url)
     keys = Keys(make_prefix(), 8)
-    sender = CommandSender(redis, keys)
-    errors: list[Exception] = []
-    task = asyncio.create_task(sender.run())
-    sent = 0
-    stop = asyncio.Event()
-
-    async def feed() -> None:
-        nonlocal sent
-        while not stop.is_set():
-            for _ in range(2000):
-                sender.send(sent % 8, patch_command(sent), errors.append)
-                sent += 1
-            await asyncio.sleep(0.01)
-
-    feeder = asyncio.create_task(feed())
+    busy = BusySender(redis, keys, per_tick=2000)
     try:
+        await busy.start()
         nodes = list(redis.get_primaries())
         ids = {node.name: (await redis.execute_command("CLUSTER MYID", target_nodes=node)
                            ).decode() for node in nodes}
@@ -494,19 +480,16 @@ async def test_a_cluster_call_sent_again_appends_nothing_twice(
                 await redis.get(key)  # MOVED: the client updates (or drops) its map
             moved += 1
             await asyncio.sleep(0.02)
-        stop.set()
-        await feeder
-        await wait_until(lambda: _written_or_failed(redis, keys, sent, errors), timeout=30)
+        await busy.stop_feeding()
+        await wait_until(lambda: _written_or_failed(redis, keys, busy.count, busy.errors),
+                         timeout=30)
         seen: list[str] = []
         for p in range(8):
             seen += [decode_command(f[b"c"]).id for _, f in await redis.xrange(keys.commands(p))]
         assert len(seen) == len(set(seen)), f"{len(seen) - len(set(seen))} commands twice"
-        assert len(seen) >= sent - len(errors)
+        assert len(seen) >= busy.count - len(busy.errors)
     finally:
-        stop.set()
-        task.cancel()
-        await asyncio.gather(task, feeder, return_exceptions=True)
-        await _delete_commands(redis, keys, sender)
+        await busy.close()
         await redis.aclose()
 
 
@@ -539,24 +522,13 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
 
     redis = await open_redis(redis_cluster_url)
     keys = Keys(make_prefix(), 8)
-    sender = CommandSender(redis, keys)
-    errors: list[Exception] = []
-    task = asyncio.create_task(sender.run())
-    sent: dict[int, list[str]] = {p: [] for p in range(8)}
-    count = 0
-    stop = asyncio.Event()
-
-    async def feed() -> None:
-        nonlocal count
-        while not stop.is_set():
-            for _ in range(500):
-                sender.send(count % 8, patch_command(count), errors.append)
-                sent[count % 8].append(f"c{count}")
-                count += 1
-            await asyncio.sleep(0.01)
-
-    feeder = asyncio.create_task(feed())
+    busy = BusySender(redis, keys, per_tick=500)
+    # A second gateway's sender, started mid-migration: it has no mark in that slot
+    # yet, and it retries for less time than the migration takes.
+    late = CommandSender(redis, keys, retry_s=1.0)
+    late_task: asyncio.Task[None] | None = None
     try:
+        await busy.start()
         await asyncio.sleep(0.3)  # every partition has had calls (and marks) by now
         slot = key_slot(keys.commands(3).encode())
         source = redis.nodes_manager.get_node_from_slot(slot)
@@ -570,13 +542,10 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         await on(target, "CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name])
         await on(source, "CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name])
         await asyncio.sleep(1.0)  # calls meet the slot migrating, their keys still here
-        # A second gateway's sender starts now: it has no mark in that slot yet, and
-        # it retries for less time than the migration takes.
-        late = CommandSender(redis, keys, retry_s=1.0)
         late_task = asyncio.create_task(late.run())
         for i in range(200):
             late.send(3, msgspec.structs.replace(patch_command(i), id=f"late{i}"),
-                      errors.append)
+                      busy.errors.append)
         # One key per MIGRATE, the mark moved well after the stream (or before it).
         while moving := await on(source, "CLUSTER GETKEYSINSLOT", slot, 1):
             await on(source, "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *moving)
@@ -585,11 +554,11 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         for node in redis.get_primaries():
             await on(node, "CLUSTER SETSLOT", slot, "NODE", ids[target.name])
         await asyncio.sleep(0.3)
-        stop.set()
-        await feeder
-        await wait_until(lambda: _total_is(redis, keys, sent, count + 200), timeout=30)
-        assert not errors, errors[:3]
-        for partition, ids_sent in sent.items():
+        await busy.stop_feeding()
+        await wait_until(lambda: _total_is(redis, keys, busy.sent, busy.count + 200),
+                         timeout=30)
+        assert not busy.errors, busy.errors[:3]
+        for partition, ids_sent in busy.sent.items():
             entries = await redis.xrange(keys.commands(partition))
             got = [decode_command(f[b"c"]).id for _, f in entries]
             if partition == 3:  # the late sender's commands, in order, among the others
@@ -599,15 +568,11 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
             assert got == ids_sent
         assert redis.get_node_from_key(keys.commands(3)).name == target.name
     finally:
-        stop.set()
-        task.cancel()
-        late_task = locals().get("late_task")
-        for running in (task, late_task):
-            if running is not None:
-                running.cancel()
-        await asyncio.gather(task, feeder, *([late_task] if late_task else []),
-                             return_exceptions=True)
-        await _delete_commands(redis, keys, sender)
+        if late_task is not None:
+            late_task.cancel()
+            await asyncio.gather(late_task, return_exceptions=True)
+        await busy.close()
+        await _delete_commands(redis, keys, late)
         await redis.aclose()
 
 
@@ -616,4 +581,48 @@ async def _delete_commands(redis, keys: Keys, sender) -> None:
     for p in range(keys.partitions):
         await redis.delete(keys.commands(p))
         await redis.delete(keys.submitted(p, sender._name))
+
+
+class BusySender:
+    """A command sender kept busy: ``per_tick`` commands every 10 ms, spread over the
+    partitions in turn, each recorded (``sent``) under its partition."""
+
+    def __init__(self, redis, keys: Keys, per_tick: int) -> None:
+        from gateway.hub import CommandSender
+
+        self.redis = redis
+        self.keys = keys
+        self.per_tick = per_tick
+        self.sender = CommandSender(redis, keys)
+        self.errors: list[Exception] = []
+        self.sent: dict[int, list[str]] = {p: [] for p in range(keys.partitions)}
+        self.count = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.sender.run()),
+                       asyncio.create_task(self._feed())]
+
+    async def _feed(self) -> None:
+        while not self._stop.is_set():
+            for _ in range(self.per_tick):
+                partition = self.count % self.keys.partitions
+                self.sender.send(partition, patch_command(self.count), self.errors.append)
+                self.sent[partition].append(f"c{self.count}")
+                self.count += 1
+            await asyncio.sleep(0.01)
+
+    async def stop_feeding(self) -> None:
+        self._stop.set()
+        if len(self._tasks) > 1:
+            await self._tasks[1]
+
+    async def close(self) -> None:
+        """Stop, and delete the command streams and the sender's marks."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _delete_commands(self.redis, self.keys, self.sender)
 
