@@ -1,4 +1,5 @@
-"""The litestar application: participant channel, admin API, demo, health and metrics."""
+"""The gateway's ASGI application: participant channels (gateway/channel.py) in front of
+the litestar application (admin and experimenter API, console, demo, health, metrics)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
+from litestar import Litestar, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     HTTPException,
@@ -27,7 +28,7 @@ from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.batches import group_limits, open_batch
-from gateway.channel import serve_channel
+from gateway.channel import ASGIApp, with_channels
 from gateway.closing import make_close_route
 from gateway.console import batch_guard, console_routes
 from gateway.experimenter import ApiProblem, authenticate, experimenter_routes
@@ -217,17 +218,17 @@ async def prometheus_metrics() -> Response[bytes]:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@websocket("/ws/batch/{batch_id:str}")
-async def batch_channel(socket: WebSocket, batch_id: FromPath[str]) -> None:
-    """A participant's live channel to its batch (docs/protocol.md)."""
-    await serve_channel(socket, batch_id)
-
-
 async def log_exception(exc: Exception, scope: Any) -> None:
     """Unhandled errors reach our JSON log (litestar's own logging is off)."""
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return
     log.error("request failed", exc_info=exc, extra={"path": scope.get("path", "")})
+
+
+def create_asgi(settings: Settings) -> ASGIApp:
+    """What the server runs: participant channels (``/ws/batch/{id}``, docs/protocol.md)
+    in front of the litestar application, which serves everything else."""
+    return with_channels(create_app(settings))
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -278,7 +279,7 @@ def create_app(settings: Settings) -> Litestar:
     ] if CLIENT_JS.exists() else []
     return Litestar(
         route_handlers=[create_batch, read_batch, add_participant, demo_join, demo_page, index,
-                        livez, readyz, prometheus_metrics, batch_channel, *participant_routes,
+                        livez, readyz, prometheus_metrics, *participant_routes,
                         *results_routes, experimenter_routes, results_export_routes,
                         live_routes, console_channel, console_routes,
                         *make_replay_routes(batch_guard), make_close_route(batch_guard),

@@ -1,12 +1,21 @@
-"""The participant WebSocket: authenticate, attach to the batch, turn frames into commands."""
+"""The participant WebSocket: authenticate, attach to the batch, turn frames into commands.
+
+Channels are served straight from the ASGI server (``with_channels``), not
+through a framework route: every frame of a busy batch, and every open of a
+join storm, passes here, and litestar's routing, parameter parsing and
+per-message wrappers cost more than the channel's own work.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 
@@ -46,26 +55,89 @@ GROUP_COMMANDS = {
 
 log = logging.getLogger("cohort.gateway.channel")
 
+# Slashes doubled or trailing are forgiven, as litestar's router did.
+CHANNEL_PATH = re.compile(r"/+ws/+batch/+([^/]+)/*")
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_INTERNAL_ERROR = 1011
 PONG = encode_frame(PongFrame())
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-async def refuse(socket: Any, code: str, message: str, close_code: int) -> None:
+
+class ChannelSocket:
+    """The few WebSocket operations a channel needs, on the server's ASGI calls."""
+
+    __slots__ = ("query", "receive", "send")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.query: dict[str, str] = {}
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                    keep_blank_values=True):
+            self.query.setdefault(key, value)  # the first of repeated keys counts
+        self.receive = receive
+        self.send = send
+
+    async def accept(self) -> bool:
+        """Accept the handshake; False if the client went away before it (uvicorn
+        raises ``ClientDisconnected``, an ``OSError``, from the send instead)."""
+        if (await self.receive())["type"] != "websocket.connect":
+            return False
+        await self.send({"type": "websocket.accept"})
+        return True
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def with_channels(app: Any) -> ASGIApp:
+    """``app`` (the litestar application) with ``/ws/batch/{id}`` served in front of it.
+    The channel reads the application's state (settings, hub, signer), which its
+    lifespan fills in."""
+    state = app.state
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        match = None
+        if scope["type"] == "websocket":
+            path: str = scope.get("path", "")
+            root = scope.get("root_path", "")
+            match = CHANNEL_PATH.fullmatch(path[len(root):] if root and
+                                           path.startswith(root) else path)
+        if match is None:
+            await app(scope, receive, send)
+            return
+        socket = ChannelSocket(scope, receive, send)
+        try:
+            await serve_channel(socket, state, match[1])
+        except OSError as exc:  # the client went away mid-write
+            log.info("channel lost", extra={"detail": repr(exc)})
+        except Exception:
+            log.exception("channel failed", extra={"path": path})
+            with contextlib.suppress(Exception):
+                await socket.close(CLOSE_INTERNAL_ERROR, "internal_error")
+
+    return asgi
+
+
+async def refuse(socket: ChannelSocket, code: str, message: str, close_code: int) -> None:
     metrics.BAD_INPUT.labels(code).inc()
     log.info("channel refused", extra={"code": code, "detail": message})
     await socket.send({"type": "websocket.send", "text": encode_frame(ErrorFrame(code, message))})
-    await socket.close(code=close_code, reason=code)
+    await socket.close(close_code, code)
 
 
-async def serve_channel(socket: Any, batch_id: str) -> None:
-    app_state = socket.app.state
+async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) -> None:
     settings: Settings = app_state.settings
     hub: Hub = app_state.hub
     signer: TokenSigner = app_state.signer
-    await socket.accept()
+    if not await socket.accept():
+        return
     try:
-        claims = signer.verify(socket.query_params.get("token", ""))
+        claims = signer.verify(socket.query.get("token", ""))
     except TokenError as exc:
         await refuse(socket, "forbidden", str(exc), CLOSE_FORBIDDEN)
         return
@@ -82,8 +154,10 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
         await refuse(socket, "batch_closed", f"batch {batch_id} is closed", CLOSE_BATCH_CLOSED)
         return
 
+    raw_send = socket.send
+
     async def send(frame: str) -> None:
-        await socket.send({"type": "websocket.send", "text": frame})
+        await raw_send({"type": "websocket.send", "text": frame})
 
     conn = Connection(
         conn_id=uuid.uuid4().hex[:16], run=claims.run, view=view, scopes=set(),
@@ -91,7 +165,7 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
         overflows_before_close=settings.overflows_before_close,
         overflow_window_s=settings.overflow_window_s,
     )
-    hub.attach(conn, socket.query_params.get("since"))
+    hub.attach(conn, socket.query.get("since"))
     # The sender starts before the last-seen mark: the state goes out while the
     # mark waits for its (shared) write.
     sender = asyncio.create_task(conn.run_sender())
@@ -109,10 +183,10 @@ async def serve_channel(socket: Any, batch_id: str) -> None:
             log.info("closing a connection", extra={"run": conn.run,
                                                     "reason": conn.close_reason})
             with contextlib.suppress(Exception):
-                await socket.close(code=conn.close_code, reason=conn.close_reason)
+                await socket.close(conn.close_code, conn.close_reason)
 
 
-async def _receive(socket: Any, conn: Connection, hub: Hub, settings: Settings,
+async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: Settings,
                    batch_id: str) -> None:
     limit = settings.max_message_bytes
     while True:

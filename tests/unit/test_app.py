@@ -9,7 +9,7 @@ from services.settings import Settings
 def test_app_builds_with_every_route_and_openapi():
     app = create_app(Settings(secret="s", admin_token="t"))
     paths = {route.path for route in app.routes}
-    for expected in ("/ws/batch/{batch_id:str}", "/go/{code:str}", "/api/batches",
+    for expected in ("/go/{code:str}", "/api/batches",
                      "/r/{key:str}/init", "/api/studies", "/readyz", "/metrics"):
         assert expected in paths, expected
     schema = app.openapi_schema.to_schema()
