@@ -132,3 +132,19 @@ async def test_a_failing_channel_is_logged_and_closed_with_1011(caplog: Any) -> 
     assert peer.sent[-1] == {"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR,
                              "reason": "internal_error"}
     assert any(r.message == "channel failed" and r.exc_info for r in caplog.records)
+
+
+async def test_a_client_gone_mid_write_is_logged_without_a_traceback(caplog: Any) -> None:
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    class GonePeer(Peer):
+        async def send(self, message: dict[str, Any]) -> None:
+            raise ClientDisconnected()
+
+    peer = GonePeer({"type": "websocket.connect"})
+    caplog.set_level("INFO", logger="cohort.gateway.channel")
+    await with_channels(InnerApp(TokenSigner("s", 60)))(ws_scope("/ws/batch/b1"),
+                                                        peer.receive, peer.send)
+    lost = [r for r in caplog.records if r.message == "channel lost"]
+    assert lost and lost[0].levelname == "INFO" and not lost[0].exc_info
+    assert not any(r.message == "channel failed" for r in caplog.records)
