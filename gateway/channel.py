@@ -172,7 +172,15 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
     receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
     try:
         await hub.mark_seen(batch_id, claims.run, force=True)
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            failure = None if task.cancelled() else task.exception()
+            # A client that went away is no failure; anything else is a bug to see,
+            # and the client is told to reconnect.
+            if failure is not None and not isinstance(failure, OSError):
+                log.error("channel failed", exc_info=failure, extra={"run": conn.run})
+                if conn.close_code is None:
+                    conn.close_code, conn.close_reason = CLOSE_INTERNAL_ERROR, "internal_error"
     finally:
         hub.detach(conn)
         for task in (sender, receiver):

@@ -148,3 +148,46 @@ async def test_a_client_gone_mid_write_is_logged_without_a_traceback(caplog: Any
     lost = [r for r in caplog.records if r.message == "channel lost"]
     assert lost and lost[0].levelname == "INFO" and not lost[0].exc_info
     assert not any(r.message == "channel failed" for r in caplog.records)
+
+
+class BuggyHub:
+    """Just enough of a hub to open a channel, whose command path has a bug."""
+
+    gateway_id = "gw-test"
+
+    def __init__(self) -> None:
+        self.detached = False
+
+    async def open_view(self, batch_id: str) -> Any:
+        return types.SimpleNamespace(state=types.SimpleNamespace(closed=False))
+
+    def attach(self, conn: Any, since: str | None) -> None:
+        conn.scopes.add("batch_session")
+
+    async def mark_seen(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def detach(self, conn: Any) -> None:
+        self.detached = True
+
+    def submit(self, command: Any) -> None:
+        raise RuntimeError("a bug on purpose")
+
+
+async def test_a_bug_inside_an_open_channel_is_logged_and_closes_it_with_1011(
+        caplog: Any) -> None:
+    signer = TokenSigner("s", 60)
+    inner = InnerApp(signer)
+    inner.state.hub = hub = BuggyHub()
+    patch = {"type": "patch", "id": "p1", "scope": "batch_session",
+             "ops": [{"op": "add", "path": "/a", "value": 1}]}
+    peer = Peer({"type": "websocket.connect"},
+                {"type": "websocket.receive", "text": msgspec.json.encode(patch).decode()})
+    token = signer.issue("run1", "b1").encode()
+    await with_channels(inner)(ws_scope("/ws/batch/b1", b"token=" + token), peer.receive,
+                               peer.send)
+    assert peer.sent[-1] == {"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR,
+                             "reason": "internal_error"}
+    failed = [r for r in caplog.records if r.message == "channel failed"]
+    assert failed and "a bug on purpose" in str(failed[0].exc_info[1])
+    assert hub.detached
