@@ -101,15 +101,28 @@ class PartitionLoop:
         cursor = (await w.redis.get(w.keys.cursor(self.partition)) or b"0-0").decode()
         commands_key = w.keys.commands(self.partition)
         handled = 0
+        tick = w.settings.worker_tick_ms / 1000
+        clock = asyncio.get_running_loop().time
+        began = 0.0
+        gathering = False
         while not self.stopping:
+            if gathering:
+                rest = began + tick - clock()
+                if rest > 0:
+                    await asyncio.sleep(rest)
+            began = clock()
             reply = await w.redis.xread(
                 {commands_key: cursor}, count=w.settings.command_batch, block=500
             )
             if not reply:
+                gathering = False
                 await self.idle_snapshots()
                 await self.watch_runs()
                 continue
             entries = reply[0][1]
+            # Several commands came in one read, fewer than a backlog: commands arrive
+            # faster than iterations, so the next read waits out the tick.
+            gathering = tick > 0 and 1 < len(entries) < w.settings.command_batch
             try:
                 cursor = await self.handle(entries, cursor)
             except StaleEpoch as exc:

@@ -4,12 +4,17 @@ iteration via tests/timeline_driver.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import time
+
 import msgspec
 import pytest
 
 from services import worker as worker_module
 from services.settings import Settings
-from services.worker import SYSTEM
+from services.worker import SYSTEM, PartitionLoop
 from session_store.commands import (
     CloseBatch,
     EndRun,
@@ -17,6 +22,7 @@ from session_store.commands import (
     Patch,
     StartRun,
     decode_outcome,
+    encode,
 )
 from tests.timeline_driver import Driver
 
@@ -122,3 +128,88 @@ async def test_a_retry_of_a_command_committed_before_the_close_gets_its_outcome(
     assert [(o.ok, o.version) for o in got] == [(True, 1), (True, 1)]
     events = [f[b"e"] for _, f in await redis.xrange(keys.events("k"))]
     assert sum(b'"session_patched"' in e for e in events) == 1
+
+
+class CountedLoop:
+    """Runs a partition's real loop (XREAD included) and notes each iteration."""
+
+    def __init__(self, loop: PartitionLoop) -> None:
+        self.loop = loop
+        self.reads: list[tuple[float, int]] = []  # (time, commands) per iteration
+        self.progress = asyncio.Event()
+        real = loop.handle
+
+        async def handle(entries: list, cursor: str) -> str:
+            at = time.monotonic()
+            cursor = await real(entries, cursor)
+            self.reads.append((at, len(entries)))
+            self.progress.set()
+            return cursor
+
+        loop.handle = handle  # type: ignore[method-assign]
+        self.task = asyncio.create_task(loop.run())
+
+    def handled(self) -> int:
+        return sum(n for _, n in self.reads)
+
+    async def until(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.handled() < count:
+                self.progress.clear()
+                await self.progress.wait()
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+def patch(i: int) -> Patch:
+    return Patch(id=f"p{i}", batch="t", run="r", gw="gw", conn="k", scope="batch_session",
+                 ops=[{"op": "add", "path": f"/k{i}", "value": i}])
+
+
+async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
+    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=100.0), redis)
+    await driver.send([OpenBatch(id="o", batch="t", run="admin", gw=SYSTEM)])
+    counted = CountedLoop(await driver.loop_for("t"))
+    stream = driver.keys.commands(driver.keys.partition("t"))
+    try:
+        began = time.monotonic()
+        sent = 0
+        while time.monotonic() - began < 0.6:
+            # Three at once (a transaction: a read sees all three), every ~5 ms.
+            async with redis.pipeline(transaction=True) as burst:
+                for _ in range(3):
+                    burst.xadd(stream, {"c": encode(patch(sent))})
+                    sent += 1
+                await burst.execute()
+            await asyncio.sleep(0.005)
+        await counted.until(sent)
+    finally:
+        await counted.stop()
+    # From the first read of several commands on, reads start a tick apart; without
+    # the tick there would be one read per burst (about 120).
+    first = next(i for i, (_, n) in enumerate(counted.reads) if n > 1)
+    starts = [at for at, _ in counted.reads[first:]]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps and min(gaps) >= 0.09, counted.reads
+    assert len(counted.reads) <= first + 10, counted.reads
+    assert (await driver.state("t")).version("batch_session") == sent
+
+
+async def test_a_lone_command_waits_for_no_tick(own, redis):
+    # A closed-loop client (the next command only after the last one's answer) has
+    # every command read on its own: none of them waits for the tick.
+    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=200.0), redis)
+    await driver.send([OpenBatch(id="o", batch="t", run="admin", gw=SYSTEM)])
+    counted = CountedLoop(await driver.loop_for("t"))
+    stream = driver.keys.commands(driver.keys.partition("t"))
+    try:
+        began = time.monotonic()
+        for i in range(5):
+            await redis.xadd(stream, {"c": encode(patch(i))})
+            await counted.until(i + 1)
+        assert time.monotonic() - began < 0.5  # five ticks would be 1 s
+    finally:
+        await counted.stop()

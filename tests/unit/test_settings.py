@@ -76,7 +76,8 @@ def test_is_frozen() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("ARCHIVE_DUTY", "0"), ("ARCHIVE_DUTY", "1.5"), ("FINALIZER_NICE", "-1"),
-    ("FINALIZER_NICE", "20"), ("COMMAND_RETRY_S", "-1"),
+    ("FINALIZER_NICE", "20"), ("COMMAND_RETRY_S", "-1"), ("WORKER_TICK_MS", "-1"),
+    ("WORKER_TICK_MS", "1001"),
 ])
 def test_archive_pacing_settings_out_of_range_are_refused(name: str, value: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=name.lower()):
@@ -89,3 +90,5 @@ def test_archive_pacing_defaults() -> None:
     assert Settings.from_env({"COHORT_ARCHIVE_DUTY": "1"}).archive_duty == 1.0
     assert settings.command_retry_s == 20.0
     assert Settings.from_env({"COHORT_COMMAND_RETRY_S": "0"}).command_retry_s == 0
+    assert settings.worker_tick_ms == 0
+    assert Settings.from_env({"COHORT_WORKER_TICK_MS": "4"}).worker_tick_ms == 4.0
