@@ -157,7 +157,12 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
     raw_send = socket.send
 
     async def send(frame: str) -> None:
-        await raw_send({"type": "websocket.send", "text": frame})
+        try:
+            await raw_send({"type": "websocket.send", "text": frame})
+        except RuntimeError as exc:
+            # uvicorn closed the socket itself (keepalive timeout, a bad frame) and
+            # refuses later sends with a RuntimeError: the client is gone, no bug.
+            raise ConnectionResetError(str(exc)) from exc
 
     conn = Connection(
         conn_id=uuid.uuid4().hex[:16], run=claims.run, view=view, scopes=set(),

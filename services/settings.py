@@ -46,11 +46,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     group_idle_s: float = 300.0
     command_batch: int = 1000
     # Under load the worker starts its next read of commands no earlier than this
-    # after the last one began: each iteration costs two Redis round trips and a
-    # script call, so letting commands gather for a few ms costs less CPU (worker
-    # and Redis) at the price of that much latency. Only after a read of several
-    # commands (a lone command, a closed-loop client, waits for nothing). Off by
-    # default: it pays only when the stack's CPU is the limit (docs/decisions.md).
+    # after the last one began: each iteration costs two Redis round trips (the read
+    # and the append script), so letting commands gather for a few ms costs less CPU
+    # (worker and Redis) at the price of up to that much latency while the
+    # partition is busy. Only after a read of several commands: the read after a
+    # lone command does not wait. Whole milliseconds (the event loop's timer
+    # resolution). Off by default: it pays only when the stack's CPU is the limit
+    # (docs/decisions.md).
     worker_tick_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
     # Redis Cluster: how long a gateway keeps retrying a command write that failed in
     # a way that may pass (a dropped connection, a slot being migrated, a failover:

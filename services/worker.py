@@ -139,6 +139,7 @@ class PartitionLoop:
                     "partition": self.partition, "detail": str(exc)})
                 self.batches.clear()
                 self.check_dupes = True
+                gathering = False  # the same commands again, at once
                 continue
             self.check_dupes = False
             handled += len(entries)

@@ -190,10 +190,12 @@ async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
         await counted.stop()
     # From the first read of several commands on, reads start a tick apart; without
     # the tick there would be one read per burst (about 120).
-    first = next(i for i, (_, n) in enumerate(counted.reads) if n > 1)
+    first = next((i for i, (_, n) in enumerate(counted.reads) if n > 1), None)
+    assert first is not None, counted.reads
     starts = [at for at, _ in counted.reads[first:]]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps and min(gaps) >= 0.09, counted.reads
+    # A tick apart (100 ms; loose, for a busy machine) against ~5 ms without it.
+    assert gaps and min(gaps) >= 0.05, counted.reads
     assert len(counted.reads) <= first + 10, counted.reads
     assert (await driver.state("t")).version("batch_session") == sent
 
@@ -201,7 +203,7 @@ async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
 async def test_a_lone_command_waits_for_no_tick(own, redis):
     # A closed-loop client (the next command only after the last one's answer) has
     # every command read on its own: none of them waits for the tick.
-    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=200.0), redis)
+    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=1000.0), redis)
     await driver.send([OpenBatch(id="o", batch="t", run="admin", gw=SYSTEM)])
     counted = CountedLoop(await driver.loop_for("t"))
     stream = driver.keys.commands(driver.keys.partition("t"))
@@ -210,6 +212,6 @@ async def test_a_lone_command_waits_for_no_tick(own, redis):
         for i in range(5):
             await redis.xadd(stream, {"c": encode(patch(i))})
             await counted.until(i + 1)
-        assert time.monotonic() - began < 0.5  # five ticks would be 1 s
+        assert time.monotonic() - began < 2.0  # waiting four ticks would take 4 s
     finally:
         await counted.stop()

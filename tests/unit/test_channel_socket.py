@@ -4,6 +4,7 @@ on the ASGI calls: what reaches it, what goes past it, and how it refuses and fa
 
 from __future__ import annotations
 
+import asyncio
 import types
 from typing import Any
 
@@ -191,3 +192,56 @@ async def test_a_bug_inside_an_open_channel_is_logged_and_closes_it_with_1011(
     failed = [r for r in caplog.records if r.message == "channel failed"]
     assert failed and "a bug on purpose" in str(failed[0].exc_info[1])
     assert hub.detached
+
+
+class GoneAfterOpenHub(BuggyHub):
+    """A hub whose channel has a frame to send at once; commands are fine."""
+
+    def attach(self, conn: Any, since: str | None) -> None:
+        conn.scopes.add("batch_session")
+        conn.push('{"type":"pong"}')
+
+    def submit(self, command: Any) -> None:
+        return None
+
+
+class LostPeer(Peer):
+    """Accepts, then every frame's write fails with ``error``; never sends a frame."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__({"type": "websocket.connect"})
+        self.error = error
+
+    async def receive(self) -> dict[str, Any]:
+        if self.incoming:
+            return self.incoming.pop(0)
+        await asyncio.Event().wait()  # the client stays silent
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            raise self.error
+        self.sent.append(dict(message))
+
+
+def lost_client_errors() -> list[Exception]:
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    return [ClientDisconnected(), RuntimeError(
+        "Unexpected ASGI message 'websocket.send', after sending 'websocket.close'.")]
+
+
+@pytest.mark.parametrize("error", lost_client_errors(), ids=["disconnected", "closed"])
+async def test_a_client_lost_inside_an_open_channel_is_no_failure(
+        caplog: Any, error: Exception) -> None:
+    signer = TokenSigner("s", 60)
+    inner = InnerApp(signer)
+    inner.state.hub = hub = GoneAfterOpenHub()
+    peer = LostPeer(error)
+    token = signer.issue("run1", "b1").encode()
+    async with asyncio.timeout(5):  # the channel ends when its sender's write fails
+        await with_channels(inner)(ws_scope("/ws/batch/b1", b"token=" + token),
+                                   peer.receive, peer.send)
+    assert hub.detached
+    assert not any(r.message == "channel failed" for r in caplog.records)
+    assert [m["type"] for m in peer.sent] == ["websocket.accept"]
