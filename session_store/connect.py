@@ -139,4 +139,3 @@ async def open_redis(url: str, **options: Any) -> Redis:
     if isinstance(client, RedisCluster):
         await client.initialize()
     return client
-

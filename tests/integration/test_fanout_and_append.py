@@ -306,10 +306,7 @@ async def test_commands_reach_each_partition_stream_in_order_in_one_round_trip(
         # Every connection went back to the pool.
         assert not redis.connection_pool._in_use_connections
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await redis.delete(*(keys.commands(p) for p in range(4)))
-        await redis.aclose()
+        await _stop_sender(task, redis, keys, sender)
 
 
 async def _total_is(redis, keys: Keys, partitions, total: int) -> bool:
@@ -348,10 +345,7 @@ async def test_a_failing_partition_fails_only_its_own_commands(
         assert not task.done() and "c9" not in failed
         assert not redis.connection_pool._in_use_connections
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await redis.delete(*(keys.commands(p) for p in range(4)))
-        await redis.aclose()
+        await _stop_sender(task, redis, keys, sender)
 
 
 async def _settled(redis, keys: Keys, failed: dict) -> bool:
@@ -379,9 +373,7 @@ async def test_a_failed_command_write_is_reported_for_every_command(
             await asyncio.sleep(0.02)
         assert len(errors) == 3 and not task.done()
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await redis.aclose()
+        await _stop_sender(task, redis)
 
 
 async def test_commands_go_to_each_shard_of_a_cluster_in_order(
@@ -408,10 +400,7 @@ async def test_commands_go_to_each_shard_of_a_cluster_in_order(
             assert [decode_command(f[b"c"]).id for _, f in entries] == ids
         assert len({redis.get_node_from_key(keys.commands(p)).name for p in sent}) >= 2
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await _delete_commands(redis, keys, sender)
-        await redis.aclose()
+        await _stop_sender(task, redis, keys, sender)
 
 
 async def test_a_cluster_shard_failing_fails_only_its_partitions_commands(
@@ -435,10 +424,7 @@ async def test_a_cluster_shard_failing_fails_only_its_partitions_commands(
         assert set(failed) == {f"c{i}" for i in range(1600) if i < 600 or i % 8 == 3}
         assert not task.done() and not sender._writers
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await _delete_commands(redis, keys, sender)
-        await redis.aclose()
+        await _stop_sender(task, redis, keys, sender)
 
 
 async def _length_of(items: list, length: int) -> bool:
@@ -574,6 +560,16 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         await busy.close()
         await _delete_commands(redis, keys, late)
         await redis.aclose()
+
+
+async def _stop_sender(task: asyncio.Task, redis, keys: Keys | None = None,
+                       sender=None) -> None:
+    """End a sender's task, remove its command streams and marks, close the client."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if keys is not None:
+        await _delete_commands(redis, keys, sender)
+    await redis.aclose()
 
 
 async def _delete_commands(redis, keys: Keys, sender) -> None:

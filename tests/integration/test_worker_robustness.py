@@ -169,11 +169,17 @@ def patch(i: int) -> Patch:
                  ops=[{"op": "add", "path": f"/k{i}", "value": i}])
 
 
-async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
-    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=100.0), redis)
+async def ticking(own: Settings, redis, tick_ms: float) -> tuple[Driver, CountedLoop, str]:
+    """Batch "t" opened, its partition's real loop running with ``tick_ms``; and the
+    partition's command stream, to write commands to."""
+    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=tick_ms), redis)
     await driver.send([OpenBatch(id="o", batch="t", run="admin", gw=SYSTEM)])
     counted = CountedLoop(await driver.loop_for("t"))
-    stream = driver.keys.commands(driver.keys.partition("t"))
+    return driver, counted, driver.keys.commands(driver.keys.partition("t"))
+
+
+async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
+    driver, counted, stream = await ticking(own, redis, 100.0)
     try:
         began = time.monotonic()
         sent = 0
@@ -203,10 +209,7 @@ async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
 async def test_a_lone_command_waits_for_no_tick(own, redis):
     # A closed-loop client (the next command only after the last one's answer) has
     # every command read on its own: none of them waits for the tick.
-    driver = Driver(msgspec.structs.replace(own, worker_tick_ms=1000.0), redis)
-    await driver.send([OpenBatch(id="o", batch="t", run="admin", gw=SYSTEM)])
-    counted = CountedLoop(await driver.loop_for("t"))
-    stream = driver.keys.commands(driver.keys.partition("t"))
+    _, counted, stream = await ticking(own, redis, 1000.0)
     try:
         began = time.monotonic()
         for i in range(5):
