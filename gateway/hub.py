@@ -231,13 +231,28 @@ class CommandSender:
             except NOT_RETRIABLE:
                 raise
             except (*RETRIABLE, TimeoutError) as exc:
-                if _keys_split(exc):
+                if numbered and _keys_split(exc):
+                    # redis-py also gives up with "TTL exhausted" after re-sending a
+                    # call over dropped connections, so the call may have run: its
+                    # mark says. Only a call that surely did not goes out unnumbered.
+                    if await self._landed(mark, number):
+                        return
                     numbered = False
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("command write retried", extra={"error": f"{exc!r}: {exc}"})
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 1.0)
+
+    async def _landed(self, mark: str, number: int) -> bool:
+        """Whether numbered call ``number`` surely appended: its mark reached it. (A
+        single-key read follows a migration's ASK; a mark that cannot be read now
+        counts as not reached.)"""
+        try:
+            value = await self.redis.get(mark)
+        except RETRIABLE:
+            return False
+        return value is not None and int(value) >= number
 
 
 # Cluster errors that may pass on their own; a numbered call may be sent again.
