@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from gateway.app import create_asgi
+from gateway.websocket import WebSocketProtocol
 from services.settings import Settings
 
 # The collector's young generation, 10x Python's default: under load the gateway
@@ -25,14 +26,15 @@ def tune_gc() -> None:
         gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run(settings: Settings) -> None:
-    tune_gc()
-    config = uvicorn.Config(
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
         create_asgi(settings),
         host=settings.host,
         port=settings.port,
+        # Our own RFC 6455 protocol: uvicorn's re-parse every handshake in Python and
+        # pass each frame through several layers (gateway/websocket.py). Of uvicorn's,
         # websockets-sansio measured fastest for fan-out on this machine class.
-        ws="websockets-sansio",
+        ws=WebSocketProtocol if settings.ws_protocol == "cohort" else "websockets-sansio",
         # Our own size check answers with an error frame; this only stops abuse.
         ws_max_size=max(4 * settings.max_message_bytes, 1024 * 1024),
         # Compression is per connection: it would turn "encode once, write the same
@@ -44,6 +46,11 @@ def run(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
     )
+
+
+def run(settings: Settings) -> None:
+    tune_gc()
+    config = uvicorn_config(settings)
     # uvicorn logs every WebSocket handshake at INFO with its query string: a
     # participant's token in the log, and a log line per open of a join storm.
     # Its warnings and errors still come through; "gateway up" says it started.

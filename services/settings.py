@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -27,6 +27,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str = ""
     demo: bool = False
     log_level: str = "info"
+    # The gateway's WebSocket implementation: Cohort's own (gateway/websocket.py) or,
+    # as a fallback should a client or proxy not get along with it, uvicorn's.
+    ws_protocol: Literal["cohort", "uvicorn"] = "cohort"
     # Limits (every one has a test).
     max_message_bytes: int = 64 * 1024
     max_session_bytes: int = 1024 * 1024

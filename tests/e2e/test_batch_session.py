@@ -53,8 +53,11 @@ def assert_in_order(p: Participant, start: int, end: int) -> None:
     assert p.seen == list(range(start + 1, end + 1)), "versions missing, duplicated or unordered"
 
 
-async def test_fifty_clients_two_gateways_two_workers(make_stack, new_batch_id):
-    stack = make_stack(gateways=2, workers=2)
+# Both WebSocket implementations a gateway can run (COHORT_WS_PROTOCOL): its own and,
+# as a fallback, uvicorn's.
+@pytest.mark.parametrize("ws_protocol", ["cohort", "uvicorn"])
+async def test_fifty_clients_two_gateways_two_workers(make_stack, new_batch_id, ws_protocol):
+    stack = make_stack(gateways=2, workers=2, ws_protocol=ws_protocol)
     batch = new_batch_id()
     await stack.create_batch(batch)
     clients = await asyncio.gather(*(join(stack, batch, gateway=i % 2) for i in range(50)))

@@ -61,7 +61,8 @@ def test_generates_a_secret_only_when_unset() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("COHORT_PARTITIONS", "many"), ("COHORT_DEMO", "maybe")]
+    ("name", "value"), [("COHORT_PARTITIONS", "many"), ("COHORT_DEMO", "maybe"),
+                        ("COHORT_WS_PROTOCOL", "wsproto")]
 )
 def test_rejects_values_of_the_wrong_type(name: str, value: str) -> None:
     with pytest.raises(msgspec.ValidationError):
