@@ -221,7 +221,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self._wake_drain()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        """The peer ended its side without a close frame: it is gone."""
+        self._disconnect(1006)
+        self.state = CLOSED
+        self._close_transport()
+        return True  # _close_transport closes (and cuts off a peer that reads nothing)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -276,13 +280,13 @@ class WebSocketProtocol(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _refuse(self, exc: HandshakeError) -> None:
+    def _refuse(self, exc: HandshakeError, grace: float | None = None) -> None:
         """Answer a request that is no WebSocket handshake with its HTTP status."""
         body = (str(exc) + "\n").encode()
         self.transport.write(http_response(exc.status, self.default_headers + exc.headers,
                                            body))
         self.state = CLOSED
-        self._close_transport()
+        self._close_transport(grace)
 
     def _accept(self, message: dict[str, Any]) -> None:
         headers = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
@@ -450,7 +454,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pong_timer = None
         if self.state != OPEN:
             return
-        if self.read_paused:  # the pong may be waiting behind the application's backlog
+        if self.read_paused and not self.write_paused:
+            # The pong may wait behind the application's backlog. (Not when our
+            # writes wait too: then the peer is not reading at all.)
             assert self.ping_timeout
             self.pong_timer = self.loop.call_later(self.ping_timeout, self._pong_missed)
             return
@@ -463,12 +469,15 @@ class WebSocketProtocol(asyncio.Protocol):
                 timer.cancel()
         self.ping_timer = self.pong_timer = self.close_timer = self.abort_timer = None
 
-    def _close_transport(self, grace: float = CLOSE_TIMEOUT_S) -> None:
+    def _close_transport(self, grace: float | None = None) -> None:
         """Close once what is written has gone out; a peer that does not read that
-        within ``grace`` is cut off (close() alone would wait for it forever)."""
+        within ``grace`` (default CLOSE_TIMEOUT_S) is cut off (close() alone would
+        wait for it forever)."""
         self.transport.close()
         if self.abort_timer is None and self.transport.get_write_buffer_size():
-            self.abort_timer = self.loop.call_later(grace, self.transport.abort)
+            self.abort_timer = self.loop.call_later(
+                CLOSE_TIMEOUT_S if grace is None else grace, self.transport.abort)
+        self._wake_drain()  # a send waiting for the buffer learns of the end now
 
     # -- the ASGI side ---------------------------------------------------------
 
@@ -512,6 +521,8 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         """The application caught up: parse what is buffered, then read again."""
+        if self.state == CONNECTING:
+            return  # frames wait for the accept, which resumes (_accept)
         self.read_paused = False
         if self.state in (OPEN, CLOSING):
             self._read_frames()
@@ -563,7 +574,8 @@ class WebSocketProtocol(asyncio.Protocol):
             # unread (messages after the close are dropped: the queue cannot grow).
             if self.read_paused:
                 self._resume_reading()
-            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
+            if self.state == CLOSING:  # (the answer may have been read just now)
+                self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} on an open WebSocket")
 
@@ -603,6 +615,6 @@ class WebSocketProtocol(asyncio.Protocol):
             if self.scope:  # the application has not answered yet
                 self._disconnect(1012)
             with contextlib.suppress(Exception):
-                self._refuse(HandshakeError("503 Service Unavailable", "shutting down"))
+                self._refuse(HandshakeError("503 Service Unavailable", "shutting down"), 1.0)
         self.state = CLOSED
         self._close_transport(grace=1.0)

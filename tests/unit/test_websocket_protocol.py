@@ -27,8 +27,9 @@ class EchoApp:
     """Echoes messages; ``close:<code>`` closes; records every event it received.
     Paths: /refuse closes before accepting, /boom fails after accepting, /return
     returns right after accepting, /hold waits for ``release`` before reading, /late
-    before accepting, /closer closes on ``release`` without reading; /badsub and
-    /badheader accept with a subprotocol nobody offered or a header with a line break."""
+    before accepting, /later before its first receive, /closer closes on ``release``
+    without reading; /badsub and /badheader accept with a subprotocol nobody offered
+    or a header with a line break."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -50,8 +51,10 @@ class EchoApp:
             self.done.set()
 
     async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert (await receive())["type"] == "websocket.connect"
         path = scope["path"]
+        if path == "/later":
+            await self.release.wait()
+        assert (await receive())["type"] == "websocket.connect"
         if path == "/late":
             await self.release.wait()
         if path == "/refuse":
@@ -206,6 +209,15 @@ def the_protocol(server: uvicorn.Server) -> WebSocketProtocol:
     [protocol] = [c for c in server.server_state.connections
                   if isinstance(c, WebSocketProtocol)]
     return protocol
+
+
+async def all_gone(server: uvicorn.Server, seconds: float = 5.0) -> bool:
+    """Whether every connection of the server ended within ``seconds``."""
+    for _ in range(int(seconds * 10)):
+        if not server.server_state.connections:
+            return True
+        await asyncio.sleep(0.1)
+    return not server.server_state.connections
 
 
 def close_payload(code: int, reason: bytes = b"") -> bytes:
@@ -497,25 +509,24 @@ async def test_closing_while_reading_is_paused_still_reads_the_answer() -> None:
         assert await asyncio.wait_for(client.rest(), 3) == b""
 
 
-@pytest.mark.parametrize("ending", ["keepalive", "shutdown"])
+@pytest.mark.parametrize("ending", ["keepalive", "keepalive, reading paused", "shutdown"])
 async def test_a_peer_that_reads_nothing_is_cut_off(ending: str) -> None:
     """close() alone waits for the write buffer to drain: forever, for this peer."""
     app = EchoApp()
-    keepalive = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.3} if ending == "keepalive" else {}
+    keepalive = ({"ws_ping_interval": 0.2, "ws_ping_timeout": 0.3, "ws_max_queue": 4}
+                 if ending.startswith("keepalive") else {})
     async with serving(app, **keepalive) as (url, server):
         client, _ = await RawClient.connect(url)
         client.writer.transport.pause_reading()
         client.send_frame(TEXT, b"flood:1000000,40")  # the application blocks in send
+        if ending == "keepalive, reading paused":  # its queue fills: reading pauses too
+            await client.send_numbered(20)
         await asyncio.sleep(0.1)
         assert sum(1 for e in app.events if e["type"] == "sent") < 40
         if ending == "shutdown":
             server.should_exit = True
         await asyncio.wait_for(app.done.wait(), 5)
-        for _ in range(50):
-            if not server.server_state.connections:
-                break
-            await asyncio.sleep(0.1)
-        assert not server.server_state.connections
+        assert await all_gone(server)
         assert sum(1 for e in app.events if e["type"] == "sent") < 40
         client.writer.transport.abort()
 
@@ -555,3 +566,38 @@ async def test_what_comes_before_the_accept_is_buffered_boundedly() -> None:
         await client.read_head()
         for i in range(20_000):
             assert await client.read_frame() == (TEXT, f"early {i:05} ".encode() * 8)
+
+
+async def test_reading_resumes_after_the_accept_when_the_first_receive_came_late() -> None:
+    """More than ws_max_size before the accept pauses reading; few messages in it must
+    not leave it paused once they are parsed."""
+    app = EchoApp()
+    async with serving(app, ws_max_size=1024) as (url, _):
+        client, _ = await RawClient.connect(url, path="/later", answered=False)
+        await asyncio.sleep(0.1)
+        client.send_frame(TEXT, b"a" * 700)
+        client.send_frame(TEXT, b"b" * 700)
+        await asyncio.sleep(0.2)
+        app.release.set()
+        assert (await client.read_head()).startswith("HTTP/1.1 101 ")
+        assert await client.read_frame() == (TEXT, b"a" * 700)
+        assert await client.read_frame() == (TEXT, b"b" * 700)
+        client.send_frame(TEXT, b"and after")
+        assert await client.read_frame() == (TEXT, b"and after")
+
+
+async def test_a_peer_that_ends_its_side_is_gone_even_with_unread_frames(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ws_module, "CLOSE_TIMEOUT_S", 0.3)
+    app = EchoApp()
+    async with serving(app) as (url, server):
+        client, _ = await RawClient.connect(url)
+        client.writer.transport.pause_reading()
+        client.send_frame(TEXT, b"flood:1000000,40")  # the application blocks in send
+        await asyncio.sleep(0.2)
+        client.writer.write_eof()  # a FIN, no close frame, and nothing read
+        await asyncio.wait_for(app.done.wait(), 5)  # not keepalive's 40 s
+        assert await all_gone(server)
+        client.writer.transport.abort()
+    # It ended in the middle of its flood: its send failed (the peer was gone).
+    assert sum(1 for e in app.events if e["type"] == "sent") < 40
