@@ -9,8 +9,11 @@ import base64
 import contextlib
 import os
 import socket
+import ssl
 import struct
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,7 +126,7 @@ async def serving(app: EchoApp, **config: Any) -> AsyncIterator[tuple[str, uvico
         assert not task.done(), "the server did not start"
         await asyncio.sleep(0.01)
     try:
-        yield f"ws://127.0.0.1:{port}", server
+        yield f"{'wss' if config.get('ssl_certfile') else 'ws'}://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
@@ -601,3 +604,32 @@ async def test_a_peer_that_ends_its_side_is_gone_even_with_unread_frames(
         client.writer.transport.abort()
     # It ended in the middle of its flood: its send failed (the peer was gone).
     assert sum(1 for e in app.events if e["type"] == "sent") < 40
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (Debian's openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_it_works_over_tls(self_signed: tuple[Path, Path]) -> None:
+    """Behind uvicorn's TLS the transport differs (buffering, writelines); wss in the scope."""
+    cert, key = self_signed
+    context = ssl.create_default_context(cafile=str(cert))
+    app = EchoApp()
+    async with serving(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as (url, _):
+        assert url.startswith("wss://")
+        async with websockets.connect(f"{url}/echo", ssl=context, max_size=None,
+                                      compression=None) as client:
+            big = "y" * 300_000
+            await client.send(big)
+            assert await client.recv() == big
+            await client.send("small")
+            assert await client.recv() == "small"
+        await asyncio.wait_for(app.done.wait(), 5)
+    assert app.scopes[0]["scheme"] == "wss"
+    assert app.received() == [big, "small"]
