@@ -222,7 +222,8 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """The peer ended its side without a close frame: it is gone."""
-        self._disconnect(1006)
+        if self.scope:
+            self._disconnect(1006)
         self.state = CLOSED
         self._close_transport()
         return True  # _close_transport closes (and cuts off a peer that reads nothing)
