@@ -160,8 +160,9 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
         try:
             await raw_send({"type": "websocket.send", "text": frame})
         except RuntimeError as exc:
-            # uvicorn closed the socket itself (keepalive timeout, a bad frame) and
-            # refuses later sends with a RuntimeError: the client is gone, no bug.
+            # The server refuses a send after a close with a RuntimeError (uvicorn's
+            # protocol after closing the socket itself on a keepalive timeout or a bad
+            # frame; ours after the channel's own close): the client is gone, no bug.
             raise ConnectionResetError(str(exc)) from exc
 
     conn = Connection(

@@ -309,8 +309,12 @@ async def test_commands_reach_each_partition_stream_in_order_in_one_round_trip(
         await _stop_sender(task, redis, keys, sender)
 
 
+async def _total(redis, keys: Keys, partitions) -> int:
+    return sum([await redis.xlen(keys.commands(p)) for p in partitions])
+
+
 async def _total_is(redis, keys: Keys, partitions, total: int) -> bool:
-    return sum([await redis.xlen(keys.commands(p)) for p in partitions]) == total
+    return await _total(redis, keys, partitions) == total
 
 
 async def test_a_failing_partition_fails_only_its_own_commands(
@@ -546,7 +550,7 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         await busy.stop_feeding()
         async def written() -> bool:
             return (not busy.sender._writers and not late._writers
-                    and await _total_at_least(redis, keys, busy.sent, busy.count + 200))
+                    and await _total(redis, keys, busy.sent) >= busy.count + 200)
 
         await wait_until(written, timeout=30)
         assert not busy.errors, busy.errors[:3]
@@ -569,10 +573,6 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         await busy.close()
         await _delete_commands(redis, keys, late)
         await redis.aclose()
-
-
-async def _total_at_least(redis, keys: Keys, partitions, total: int) -> bool:
-    return sum([await redis.xlen(keys.commands(p)) for p in partitions]) >= total
 
 
 def _repeats_are_whole_calls(ids: list[str]) -> bool:

@@ -633,3 +633,12 @@ async def test_it_works_over_tls(self_signed: tuple[Path, Path]) -> None:
         await asyncio.wait_for(app.done.wait(), 5)
     assert app.scopes[0]["scheme"] == "wss"
     assert app.received() == [big, "small"]
+
+
+def test_a_text_sent_to_many_is_encoded_once() -> None:
+    frame = '{"type":"update","data":"Grüße, 你好"}' * 100
+    first = ws_module.utf8(frame)
+    assert first == frame.encode()
+    assert ws_module.utf8(frame) is first  # the next recipient: the same bytes
+    other = "".join(["é"] * 3)  # equal text, another object: encoded for itself
+    assert ws_module.utf8(other) == "ééé".encode() and ws_module.utf8(frame) == first
