@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -75,10 +75,7 @@ class ChannelSocket:
     __slots__ = ("query", "receive", "send")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.query: dict[str, str] = {}
-        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                    keep_blank_values=True):
-            self.query.setdefault(key, value)  # the first of repeated keys counts
+        self.query = query_params(scope.get("query_string", b""))
         self.receive = receive
         self.send = send
 
@@ -92,6 +89,20 @@ class ChannelSocket:
 
     async def close(self, code: int, reason: str = "") -> None:
         await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def query_params(raw: bytes) -> dict[str, str]:
+    """A query string's parameters; the first of repeated keys counts."""
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        pairs = parse_qsl(text, keep_blank_values=True)
+    else:  # the usual channel URL (a URL-safe token, a position): nothing to unquote
+        pairs = [(key, value) for key, _, value in
+                 (part.partition("=") for part in text.split("&") if part)]
+    query: dict[str, str] = {}
+    for key, value in pairs:
+        query.setdefault(key, value)
+    return query
 
 
 def with_channels(app: Any) -> ASGIApp:
@@ -166,18 +177,20 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
             raise ConnectionResetError(str(exc)) from exc
 
     conn = Connection(
-        conn_id=uuid.uuid4().hex[:16], run=claims.run, view=view, scopes=set(),
+        conn_id=os.urandom(8).hex(), run=claims.run, view=view, scopes=set(),
         send=send, cap_bytes=settings.outbound_queue_bytes,
         overflows_before_close=settings.overflows_before_close,
         overflow_window_s=settings.overflow_window_s,
     )
     hub.attach(conn, socket.query.get("since"))
-    # The sender starts before the last-seen mark: the state goes out while the
-    # mark waits for its (shared) write.
-    sender = asyncio.create_task(conn.run_sender())
-    receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
+    sender = receiver = None
     try:
-        await hub.mark_seen(batch_id, claims.run, force=True)
+        # The first frames (the state) leave in this step: in the sender task they
+        # would wait a loop turn, behind every other channel of a join storm.
+        await conn.send_queued()
+        hub.note_seen(batch_id, claims.run, force=True)  # written with the storm's others
+        sender = asyncio.create_task(conn.run_sender())
+        receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             failure = None if task.cancelled() else task.exception()
@@ -190,9 +203,10 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
     finally:
         hub.detach(conn)
         for task in (sender, receiver):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if conn.close_code is not None:
             log.info("closing a connection", extra={"run": conn.run,
                                                     "reason": conn.close_reason})
@@ -240,7 +254,7 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
             conn.request_resync()
         elif isinstance(msg, PingMsg):
             conn.push(PONG, essential=True)
-            await hub.mark_seen(batch_id, conn.run)
+            hub.note_seen(batch_id, conn.run)
 
 
 def _error(conn: Connection, code: str, message: str) -> None:

@@ -97,6 +97,17 @@ class Connection:
         self.needs_resync = True
         self._wake.set()
 
+    async def send_queued(self) -> None:
+        """Write what is queued now, in order (up to a pending resync or close)."""
+        while self._queue:
+            if self.needs_resync or self.close_code is not None:
+                self._wake.set()
+                break
+            frame, _ = self._queue.popleft()
+            self._queued -= len(frame)
+            await self._send(frame)
+            self.frames_sent += 1
+
     async def run_sender(self) -> None:
         """Write queued frames until the connection closes; returns the close code if any."""
         while True:
@@ -112,14 +123,7 @@ class Connection:
                 self.resyncs += 1
                 for frame in frames:
                     await self._send(frame)
-            while self._queue:
-                if self.needs_resync or self.close_code is not None:
-                    self._wake.set()
-                    break
-                frame, _ = self._queue.popleft()
-                self._queued -= len(frame)
-                await self._send(frame)
-                self.frames_sent += 1
+            await self.send_queued()
             if self._finish_code is not None and not self._queue:
                 self.close_code = self._finish_code
                 return

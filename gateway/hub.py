@@ -290,6 +290,12 @@ def seen_ttl_s(settings: Settings) -> int:
     return int(3 * max(settings.run_timeout_s, settings.group_idle_s, 60))
 
 
+def _warn_if_failed(done: asyncio.Future[Exception | None]) -> None:
+    error = done.result()
+    if error is not None:  # liveness marks are best effort: one line per failed write
+        log.warning("could not record last seen", extra={"error": repr(error)})
+
+
 class MarkWriter:
     """Last-seen marks, written together: one pipeline per round trip, however many
     channels open at once (a join storm's per-open HSETs ran the pool out)."""
@@ -308,6 +314,7 @@ class MarkWriter:
         self._pending.setdefault(batch_id, {})[run_id] = mark
         if self._done is None:
             self._done = asyncio.get_running_loop().create_future()
+            self._done.add_done_callback(_warn_if_failed)
         if self._task is None:
             self._task = asyncio.ensure_future(self._flush())
         return self._done
@@ -350,7 +357,6 @@ class Hub:
         self._loading: dict[str, asyncio.Future[BatchView | None]] = {}
         self.connections: dict[str, Connection] = {}
         self.run_connections: dict[str, set[Connection]] = {}
-        self._marks: set[asyncio.Future[None]] = set()
         self.marks = MarkWriter(redis, self.keys, seen_ttl_s(settings))
         self.sender = CommandSender(redis, self.keys, settings.command_retry_s)
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
@@ -438,30 +444,31 @@ class Hub:
             if not same_run:
                 del self.run_connections[conn.run]
                 # Its last channel here closed: a negative mark says since when.
-                self._spawn_mark(conn.view.batch_id, conn.run, gone=True)
+                self.note_seen(conn.view.batch_id, conn.run, force=True, gone=True)
         conn.view.unsubscribe(conn)
-
-    def _spawn_mark(self, batch_id: str, run_id: str, gone: bool) -> None:
-        task = asyncio.ensure_future(self.mark_seen(batch_id, run_id, force=True, gone=gone))
-        self._marks.add(task)
-        task.add_done_callback(self._marks.discard)
 
     async def mark_seen(self, batch_id: str, run_id: str, force: bool = False,
                         gone: bool = False) -> None:
-        """Record that a run's participant is alive (at most every SEEN_EVERY_S per run),
-        or, with ``gone``, that its channel closed (a negative time)."""
+        """``note_seen``, then wait until the mark is written (or its write failed)."""
+        written = self.note_seen(batch_id, run_id, force, gone)
+        if written is not None:
+            # Shielded: the write is shared, a caller that goes away must not cancel it.
+            await asyncio.shield(written)
+
+    def note_seen(self, batch_id: str, run_id: str, force: bool = False,
+                  gone: bool = False) -> asyncio.Future[Exception | None] | None:
+        """Queue a mark that a run's participant is alive (at most every SEEN_EVERY_S per
+        run), or, with ``gone``, that its channel closed (a negative time). Answers the
+        shared write's future (None if throttled); a failed write is logged there."""
         now = time.monotonic()
         if not force and now - self.seen_at.get(run_id, 0.0) < SEEN_EVERY_S:
-            return
+            return None
         if gone:
             self.seen_at.pop(run_id, None)
         else:
             self.seen_at[run_id] = now
         ms = int(time.time() * 1000)
-        # Shielded: the write is shared, a caller that goes away must not cancel it.
-        error = await asyncio.shield(self.marks.write(batch_id, run_id, -ms if gone else ms))
-        if error is not None:  # liveness marks are best effort
-            log.warning("could not record last seen", extra={"error": repr(error)})
+        return self.marks.write(batch_id, run_id, -ms if gone else ms)
 
     # -- commands --------------------------------------------------------------
 

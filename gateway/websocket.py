@@ -217,6 +217,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
         self.ping_payload: bytes | None = None
+        # The 101 answer, held back until the first frame or the end of this loop turn,
+        # so that an application which sends at once (the channel sends the state)
+        # writes both in one go: in a join storm, one send and one wake-up of the
+        # client fewer per channel.
+        self.held_answer: bytes | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -321,7 +326,8 @@ class WebSocketProtocol(asyncio.Protocol):
             if subprotocol not in self.scope["subprotocols"]:
                 raise RuntimeError(f"subprotocol {subprotocol!r} was not offered")
             headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
-        self.transport.write(http_response("101 Switching Protocols", headers))
+        self.held_answer = http_response("101 Switching Protocols", headers)
+        self.loop.call_soon(self._release_answer)
         self.state = OPEN
         if self.ping_interval:
             self.ping_timer = self.loop.call_later(self.ping_interval, self._ping)
@@ -516,7 +522,21 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if not self.transport.is_closing():
-            self.transport.write(data)
+            self._out(data)
+
+    def _out(self, *parts: bytes) -> None:
+        """Write ``parts`` as one write, behind the held-back 101 answer if any."""
+        if self.held_answer is not None:
+            parts = (self.held_answer, *parts)
+            self.held_answer = None
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        else:  # no copy of a large payload: the transport writes all parts at once
+            self.transport.writelines(parts)
+
+    def _release_answer(self) -> None:
+        if self.held_answer is not None and not self.transport.is_closing():
+            self._out()
 
     def _wake_drain(self) -> None:
         waiters, self.drain_waiters = self.drain_waiters, []
@@ -581,9 +601,9 @@ class WebSocketProtocol(asyncio.Protocol):
                 data, opcode = bytes(message.get("bytes") or b""), OP_BINARY
             header = frame_header(opcode, len(data))
             if len(data) < 4096:
-                self.transport.write(header + data)
-            else:  # no copy of a large payload: the transport writes both at once
-                self.transport.writelines((header, data))
+                self._out(header + data)
+            else:
+                self._out(header, data)
         elif kind == "websocket.close":
             self._write(close_frame(message.get("code") or 1000, message.get("reason") or ""))
             self.close_sent = True

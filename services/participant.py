@@ -48,7 +48,7 @@ class Participant:
         self.errors: list[dict[str, Any]] = []
         self.states = 0
         self._ws: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: asyncio.Future[None] | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._sends: set[asyncio.Future[None]] = set()
@@ -84,7 +84,8 @@ class Participant:
         return self
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._first_state.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._first_state.wait()
 
     async def reconnect(self) -> None:
         await self.close()

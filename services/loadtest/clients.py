@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
@@ -269,6 +270,10 @@ class Peek:
             c.v == self.first + i for i, c in enumerate(frame.changes))
 
 
+def _peek(raw: str | bytes) -> Peek:
+    return Peek(_update_decoder.decode(raw))
+
+
 class FrameCache:
     """The gateway writes one shared frame to every subscriber; decode it once here too.
 
@@ -277,23 +282,32 @@ class FrameCache:
     """
 
     def __init__(self, size: int = 512) -> None:
-        self._entries: dict[tuple[int, str], tuple[str, Peek]] = {}
+        self._entries: dict[tuple[int, Any], tuple[Any, Any]] = {}
         self._size = size
         self.hits = 0
         self.misses = 0
 
-    def get(self, raw: str) -> Peek:
+    def get(self, raw: str | bytes) -> Peek:
+        return self._lookup(raw, _peek)
+
+    def state(self, raw: str | bytes) -> dict[str, Any]:
+        """A ``state`` frame, decoded once for every subscriber that got the same bytes
+        (a join storm's 1,000 copies of a 100 KB state cost one decode and 999
+        comparisons). Shared: callers must not change it."""
+        return self._lookup(raw, _decoder.decode)
+
+    def _lookup(self, raw: Any, decode: Callable[[Any], Any]) -> Any:
         key = (len(raw), raw[:112])
         hit = self._entries.get(key)
         if hit is not None and hit[0] == raw:
             self.hits += 1
             return hit[1]
         self.misses += 1
-        peek = Peek(_update_decoder.decode(raw))
+        value = decode(raw)
         if len(self._entries) >= self._size:
             del self._entries[next(iter(self._entries))]
-        self._entries[key] = (raw, peek)
-        return peek
+        self._entries[key] = (raw, value)
+        return value
 
 
 _UPDATE_PREFIX = '{"type":"update","scope":"batch_session",'
@@ -302,6 +316,24 @@ _UPDATE_PREFIX_B = _UPDATE_PREFIX.encode()
 _STATE_PREFIX_B = _STATE_PREFIX.encode()
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _encoder = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=64)
+def _endpoint(scheme: str, netloc: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of a ws:// or wss:// URL's netloc; every participant of a run
+    shares a few, so each is split once."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    tls = scheme == "wss"
+    return parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80), tls
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lower case) in an HTTP response head."""
+    for line in head.split(b"\r\n")[1:]:
+        key, colon, value = line.partition(b":")
+        if colon and key.strip().lower() == name:
+            return value.strip()
+    return None
 
 
 class LeanSocket(asyncio.Protocol):
@@ -322,34 +354,42 @@ class LeanSocket(asyncio.Protocol):
         self.close_code: int | None = None
         self.close_reason = ""
         self._key = b""
+        self._request = b""
         self._rest = b""
         self._open = False
         self._fragments: list[bytes] | None = None
 
     async def open(self, url: str, timeout: float = 60.0, rcvbuf: int | None = None) -> None:
-        parts = urlsplit(url)
-        tls = parts.scheme == "wss"
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (443 if tls else 80)
+        scheme, _, rest = url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        host, port, tls = _endpoint(scheme, netloc)
         loop = asyncio.get_running_loop()
-        sock = None
-        if rcvbuf is not None:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, (host, port))
-        await asyncio.wait_for(loop.create_connection(
-            lambda: self, None if sock else host, None if sock else port, sock=sock,
-            ssl=ssl.create_default_context() if tls else None,
-            server_hostname=host if tls else None), timeout)
-        self._key = base64.b64encode(os.urandom(16))
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        assert self.transport is not None
-        self.transport.write(
-            f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n".encode()
-            + b"Sec-WebSocket-Key: " + self._key + b"\r\n\r\n")
-        await asyncio.wait_for(asyncio.shield(self.handshake), timeout)
+        # One deadline for connect and handshake; asyncio.timeout adds no task per
+        # open (wait_for's task and shield were a fifth of a join storm's client CPU).
+        try:
+            async with asyncio.timeout(timeout):
+                sock = None
+                if rcvbuf is not None:
+                    sock = socket.socket()
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                    sock.setblocking(False)
+                    await loop.sock_connect(sock, (host, port))
+                self._key = base64.b64encode(os.urandom(16))
+                # Written by connection_made, as soon as the connection is up (not a
+                # loop turn later, when this task resumes).
+                self._request = (
+                    f"GET {slash}{path} HTTP/1.1\r\nHost: {netloc}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n".encode()
+                    + b"Sec-WebSocket-Key: " + self._key + b"\r\n\r\n")
+                await loop.create_connection(
+                    lambda: self, None if sock else host, None if sock else port, sock=sock,
+                    ssl=ssl.create_default_context() if tls else None,
+                    server_hostname=host if tls else None)
+                await self.handshake
+        except BaseException:
+            if self.transport is not None:
+                self.transport.abort()
+            raise
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -358,6 +398,7 @@ class LeanSocket(asyncio.Protocol):
         with contextlib.suppress(OSError, AttributeError):
             transport.get_extra_info("socket").setsockopt(  # type: ignore[union-attr]
                 socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._open = False
@@ -386,14 +427,12 @@ class LeanSocket(asyncio.Protocol):
             self._rest = data[pos:]
 
     def _handshake(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status = lines[0].split(b" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
+        if self.handshake.done():  # open() gave up (timeout or cancelled)
+            return
         accept = base64.b64encode(hashlib.sha1(self._key + _WS_GUID).digest())
-        if len(status) < 2 or status[1] != b"101" or headers.get(b"sec-websocket-accept") != accept:
+        status = head[:head.find(b"\r\n")].split(b" ", 2)
+        if (len(status) < 2 or status[1] != b"101"
+                or _header(head, b"sec-websocket-accept") != accept):
             self.handshake.set_exception(ConnectionError(
                 f"handshake refused: {head[:300].decode(errors='replace')}"))
             assert self.transport is not None
@@ -541,14 +580,15 @@ class LoadParticipant(Participant):
         sock = LeanSocket(self._on_frame)
         self._ws = sock
         await sock.open(url, rcvbuf=rcvbuf)
-        self.closed = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.ensure_future(self._watch(sock))
+        self.closed = closed = asyncio.get_running_loop().create_future()
+        self._reader = sock.done  # what close() awaits; a callback, not a task per channel
+        sock.done.add_done_callback(lambda _: self._on_closed(sock, closed))
         return self
 
-    async def _watch(self, sock: LeanSocket) -> None:
-        await sock.done
-        if self.closed is not None and not self.closed.done():
-            self.closed.set_result((sock.close_code, sock.close_reason))
+    def _on_closed(self, sock: LeanSocket, closed: asyncio.Future[tuple[int | None, str]]
+                   ) -> None:
+        if not closed.done():
+            closed.set_result((sock.close_code, sock.close_reason))
         if not self.expect_close:
             self.rec.error(f"participant {self.index}: channel closed "
                            f"({sock.close_code} {sock.close_reason})")
@@ -560,6 +600,9 @@ class LoadParticipant(Participant):
                 return
             if raw.startswith(_STATE_PREFIX_B):
                 self.state_bytes = len(raw)
+                if not self.apply:  # read only: the same state bytes share one decode
+                    self._handle(self.cache.state(raw))
+                    return
             self._handle(_decoder.decode(raw))
         except Exception as exc:  # a bug here must show, not hang the run
             self.rec.error(f"participant {self.index}: frame handling failed: {exc!r}")

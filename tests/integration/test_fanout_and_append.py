@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -241,6 +243,27 @@ async def test_marks_of_many_channels_share_one_write(settings: Settings, redis_
         assert pipelines.calls <= 3
     finally:
         await redis.delete(hub.keys.last_seen(batch))
+        await redis.aclose()
+
+
+async def test_a_failed_mark_write_is_one_warning_and_no_failure(settings: Settings,
+                                                                  caplog: Any) -> None:
+    # Marks are best effort: a join storm whose shared write fails logs it once (not
+    # once per channel), and the channels it came from are not failed by it.
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis = connect_redis(f"redis://127.0.0.1:{port}/0", max_connections=2)
+    hub = Hub(settings, redis, gateway_id="gw-marks-down")
+    try:
+        written = [hub.note_seen("b", f"run{i}", force=True) for i in range(50)]
+        assert len({id(w) for w in written}) == 1, "one shared write"
+        error = await asyncio.wait_for(asyncio.shield(written[0]), 30)
+        assert isinstance(error, Exception)
+        await hub.mark_seen("b", "run-awaited", force=True)  # returns, does not raise
+        warnings = [r for r in caplog.records if r.message == "could not record last seen"]
+        assert len(warnings) == 2, "one per failed write: the 50 marks', the awaited one's"
+    finally:
         await redis.aclose()
 
 

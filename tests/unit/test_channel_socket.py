@@ -7,12 +7,19 @@ from __future__ import annotations
 import asyncio
 import types
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import pytest
 
 from gateway.app import create_asgi
-from gateway.channel import CLOSE_FORBIDDEN, CLOSE_INTERNAL_ERROR, ChannelSocket, with_channels
+from gateway.channel import (
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL_ERROR,
+    ChannelSocket,
+    query_params,
+    with_channels,
+)
 from gateway.tokens import TokenSigner
 from services.settings import Settings
 
@@ -78,6 +85,17 @@ def test_the_first_of_repeated_query_keys_counts() -> None:
     socket = ChannelSocket(ws_scope("/ws/batch/b1", b"token=A&token=B&since=&x=%2B"),
                            Peer().receive, Peer().send)
     assert socket.query == {"token": "A", "since": "", "x": "+"}
+
+
+@pytest.mark.parametrize("query", [
+    b"token=abc-_.~x&since=1700000000000-3", b"token=A&token=B", b"a&b=&c=1", b"",
+    b"&&x=y&", b"t=a=b", b"=v&k", b"x=%41+b&x=2", b"n=caf\xe9", b"a=%zz"])
+def test_query_parameters_read_as_parse_qsl_reads_them(query: bytes) -> None:
+    # The quick path (nothing to unquote) must agree with the standard reading.
+    expected: dict[str, str] = {}
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        expected.setdefault(key, value)
+    assert query_params(query) == expected
 
 
 async def test_the_server_application_passes_http_to_litestar() -> None:
@@ -165,7 +183,7 @@ class BuggyHub:
     def attach(self, conn: Any, since: str | None) -> None:
         conn.scopes.add("batch_session")
 
-    async def mark_seen(self, *args: Any, **kwargs: Any) -> None:
+    def note_seen(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def detach(self, conn: Any) -> None:

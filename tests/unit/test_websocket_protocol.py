@@ -29,8 +29,9 @@ from services.settings import Settings
 class EchoApp:
     """Echoes messages; ``close:<code>`` closes; records every event it received.
     Paths: /refuse closes before accepting, /boom fails after accepting, /return
-    returns right after accepting, /hold waits for ``release`` before reading, /late
-    before accepting, /later before its first receive, /closer closes on ``release``
+    returns right after accepting, /greet sends "hello" at once, /hold waits for
+    ``release`` before reading, /late before accepting, /later before its first
+    receive, /closer closes on ``release``
     without reading; /badsub and /badheader accept with a subprotocol nobody offered
     or a header with a line break."""
 
@@ -69,6 +70,8 @@ class EchoApp:
             await send({"type": "websocket.accept", "headers": [(b"x-a", b"1\r\nx-b: 2")]})
         await send({"type": "websocket.accept",
                     "subprotocol": (scope["subprotocols"] or [None])[0]})
+        if path == "/greet":  # a first frame right after the accept, as a channel's state
+            await send({"type": "websocket.send", "text": "hello"})
         if path == "/boom":
             raise ValueError("a bug in the application")
         if path == "/return":
@@ -114,12 +117,13 @@ class EchoApp:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: EchoApp, **config: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+async def serving(app: EchoApp, protocol: type[WebSocketProtocol] = WebSocketProtocol,
+                  **config: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=WebSocketProtocol, lifespan="on",
+        app, host="127.0.0.1", port=port, ws=protocol, lifespan="on",
         log_config=None, log_level="warning", **config))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -642,3 +646,46 @@ def test_a_text_sent_to_many_is_encoded_once() -> None:
     assert ws_module.utf8(frame) is first  # the next recipient: the same bytes
     other = "".join(["é"] * 3)  # equal text, another object: encoded for itself
     assert ws_module.utf8(other) == "ééé".encode() and ws_module.utf8(frame) == first
+
+
+class WriteLog:
+    """A real transport, with the writes made through it noted (each as its parts)."""
+
+    def __init__(self, transport: Any, log: list[list[bytes]]) -> None:
+        self._transport, self._log = transport, log
+
+    def write(self, data: bytes) -> None:
+        self._log.append([bytes(data)])
+        self._transport.write(data)
+
+    def writelines(self, parts: Any) -> None:
+        parts = [bytes(p) for p in parts]
+        self._log.append(parts)
+        self._transport.writelines(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@pytest.mark.parametrize("path", ["/greet", "/hold"])
+async def test_the_handshake_answer_leaves_with_the_first_frame_or_alone(path: str) -> None:
+    writes: list[list[bytes]] = []
+
+    class Logged(WebSocketProtocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(WriteLog(transport, writes))
+
+    app = EchoApp()
+    async with serving(app, protocol=Logged) as (url, _):
+        client, head = await RawClient.connect(url, path=path)
+        assert head.startswith("HTTP/1.1 101 ")
+        if path == "/greet":
+            assert await client.read_frame() == (TEXT, b"hello")
+            # one write: the answer and the frame (a join storm's 101 and state)
+            assert len(writes) == 1 and writes[0][0].startswith(b"HTTP/1.1 101 ")
+            assert b"".join(writes[0]).endswith(b"hello")
+        else:  # nothing sent at once: the answer alone, at the end of the loop turn
+            assert len(writes) == 1 and b"".join(writes[0]).endswith(b"\r\n\r\n")
+            app.release.set()
+        client.send_frame(CLOSE, close_payload(1000))
+        assert await client.read_close() == (1000, "")
