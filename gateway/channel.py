@@ -185,10 +185,12 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
     hub.attach(conn, socket.query.get("since"))
     sender = receiver = None
     try:
-        # The first frames (the state) leave in this step: in the sender task they
-        # would wait a loop turn, behind every other channel of a join storm.
-        await conn.send_queued()
         hub.note_seen(batch_id, claims.run, force=True)  # written with the storm's others
+        # The first frame (the state) leaves in this step: in the sender task it would
+        # wait a loop turn, behind every other channel of a join storm. Only one: the
+        # first write of a new connection never waits, a second one could (a client
+        # that reads nothing would then hold the channel before its receiver runs).
+        await conn.send_queued(most=1)
         sender = asyncio.create_task(conn.run_sender())
         receiver = asyncio.create_task(_receive(socket, conn, hub, settings, batch_id))
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)

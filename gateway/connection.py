@@ -97,9 +97,11 @@ class Connection:
         self.needs_resync = True
         self._wake.set()
 
-    async def send_queued(self) -> None:
-        """Write what is queued now, in order (up to a pending resync or close)."""
-        while self._queue:
+    async def send_queued(self, most: int | None = None) -> None:
+        """Write what is queued now (at most ``most`` frames), in order, up to a
+        pending resync or close."""
+        sent = 0
+        while self._queue and (most is None or sent < most):
             if self.needs_resync or self.close_code is not None:
                 self._wake.set()
                 break
@@ -107,6 +109,7 @@ class Connection:
             self._queued -= len(frame)
             await self._send(frame)
             self.frames_sent += 1
+            sent += 1
 
     async def run_sender(self) -> None:
         """Write queued frames until the connection closes; returns the close code if any."""

@@ -28,8 +28,12 @@ errors, resyncs) and, with ``--json``, the same as JSON. The exit status is 0 wh
 every check of the scenario passed.
 
 The load generator is one Python process (uvloop when installed): on a small machine
-it competes with the deployment for CPU. See tests/bench/bench_suite.py for runs with
-baselines and CPU shares.
+it competes with the deployment for CPU, so it spends little per participant. Its
+WebSocket client is a minimal RFC 6455 protocol (``LeanSocket``; ``--ws-client
+websockets`` for the library); a frame that many participants receive as the same
+bytes (an update fanned out, a join storm's state) is decoded once and compared
+byte for byte for the others; an open costs one deadline, not a task. See
+tests/bench/bench_suite.py for runs with baselines and CPU shares.
 """
 
 from __future__ import annotations

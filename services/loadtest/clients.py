@@ -283,30 +283,33 @@ class FrameCache:
 
     def __init__(self, size: int = 512) -> None:
         self._entries: dict[tuple[int, Any], tuple[Any, Any]] = {}
+        self._states: dict[tuple[int, Any], tuple[Any, Any]] = {}
         self._size = size
         self.hits = 0
         self.misses = 0
 
     def get(self, raw: str | bytes) -> Peek:
-        return self._lookup(raw, _peek)
+        return self._lookup(self._entries, self._size, raw, _peek)
 
     def state(self, raw: str | bytes) -> dict[str, Any]:
         """A ``state`` frame, decoded once for every subscriber that got the same bytes
         (a join storm's 1,000 copies of a 100 KB state cost one decode and 999
-        comparisons). Shared: callers must not change it."""
-        return self._lookup(raw, _decoder.decode)
+        comparisons). Shared: callers must not change it. States are large: only the
+        last few are kept."""
+        return self._lookup(self._states, 4, raw, _decoder.decode)
 
-    def _lookup(self, raw: Any, decode: Callable[[Any], Any]) -> Any:
+    def _lookup(self, entries: dict[tuple[int, Any], tuple[Any, Any]], size: int,
+                raw: Any, decode: Callable[[Any], Any]) -> Any:
         key = (len(raw), raw[:112])
-        hit = self._entries.get(key)
+        hit = entries.get(key)
         if hit is not None and hit[0] == raw:
             self.hits += 1
             return hit[1]
         self.misses += 1
         value = decode(raw)
-        if len(self._entries) >= self._size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[key] = (raw, value)
+        if len(entries) >= size:
+            del entries[next(iter(entries))]
+        entries[key] = (raw, value)
         return value
 
 
@@ -314,6 +317,7 @@ _UPDATE_PREFIX = '{"type":"update","scope":"batch_session",'
 _STATE_PREFIX = '{"type":"state"'
 _UPDATE_PREFIX_B = _UPDATE_PREFIX.encode()
 _STATE_PREFIX_B = _STATE_PREFIX.encode()
+_BATCH_STATE_PREFIX_B = b'{"type":"state","scope":"batch_session",'
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _encoder = msgspec.json.Encoder()
 
@@ -361,34 +365,40 @@ class LeanSocket(asyncio.Protocol):
 
     async def open(self, url: str, timeout: float = 60.0, rcvbuf: int | None = None) -> None:
         scheme, _, rest = url.partition("://")
-        netloc, slash, path = rest.partition("/")
+        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        netloc, target = rest[:cut], rest[cut:]
         host, port, tls = _endpoint(scheme, netloc)
         loop = asyncio.get_running_loop()
+        self._key = base64.b64encode(os.urandom(16))
+        # Written by connection_made, as soon as the connection is up (not a loop turn
+        # later, when this task resumes).
+        self._request = (
+            f"GET {target if target.startswith('/') else '/' + target} HTTP/1.1\r\n"
+            f"Host: {netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\n".encode()
+            + b"Sec-WebSocket-Key: " + self._key + b"\r\n\r\n")
+        sock = None
         # One deadline for connect and handshake; asyncio.timeout adds no task per
         # open (wait_for's task and shield were a fifth of a join storm's client CPU).
         try:
             async with asyncio.timeout(timeout):
-                sock = None
                 if rcvbuf is not None:
                     sock = socket.socket()
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
                     sock.setblocking(False)
                     await loop.sock_connect(sock, (host, port))
-                self._key = base64.b64encode(os.urandom(16))
-                # Written by connection_made, as soon as the connection is up (not a
-                # loop turn later, when this task resumes).
-                self._request = (
-                    f"GET {slash}{path} HTTP/1.1\r\nHost: {netloc}\r\nUpgrade: websocket\r\n"
-                    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n".encode()
-                    + b"Sec-WebSocket-Key: " + self._key + b"\r\n\r\n")
                 await loop.create_connection(
                     lambda: self, None if sock else host, None if sock else port, sock=sock,
                     ssl=ssl.create_default_context() if tls else None,
                     server_hostname=host if tls else None)
                 await self.handshake
         except BaseException:
+            if not self.handshake.done():
+                self.handshake.cancel()  # nothing may set an exception nobody reads
             if self.transport is not None:
                 self.transport.abort()
+            elif sock is not None:
+                sock.close()
             raise
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -600,7 +610,9 @@ class LoadParticipant(Participant):
                 return
             if raw.startswith(_STATE_PREFIX_B):
                 self.state_bytes = len(raw)
-                if not self.apply:  # read only: the same state bytes share one decode
+                # The batch session's data is only read unless --apply: the same state
+                # bytes share one decode. (A group session's state is patched in place.)
+                if not self.apply and raw.startswith(_BATCH_STATE_PREFIX_B):
                     self._handle(self.cache.state(raw))
                     return
             self._handle(_decoder.decode(raw))

@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from services.loadtest.clients import FrameCache, LeanSocket
+from services.loadtest.clients import FrameCache, LeanSocket, LoadParticipant, Ticket
+from services.loadtest.stats import Recorder
 
 
 def state_frame(version: int, fill: str) -> bytes:
@@ -27,6 +28,23 @@ def test_a_state_received_by_many_is_decoded_once() -> None:
     other = cache.state(state_frame(3, "x" * 999 + "y"))
     assert other is not first and other["data"]["fill"].endswith("y")
     assert first["data"]["fill"] == "x" * 1000 and cache.misses == 2
+
+
+def test_only_the_batch_sessions_state_is_shared_between_participants() -> None:
+    # A group session's data are patched in place by each member: never shared.
+    cache, rec = FrameCache(), Recorder("test", quiet=True)
+    ticket = Ticket("ws://127.0.0.1:1/ws/batch/b?token=t", "run", "t", "http://127.0.0.1:1")
+    one, two = (LoadParticipant(ticket, rec, cache, index=i) for i in (1, 2))
+    batch = state_frame(2, "shared")
+    group = msgspec.json.encode({"type": "state", "scope": "group_session:g1", "version": 1,
+                                 "pos": "1-0", "data": {"m": []}})
+    for p in (one, two):
+        p._on_frame(batch)
+        p._on_frame(group)
+    assert one.data is two.data and one.data == {"fill": "shared"}
+    assert one.group_session["data"] == two.group_session["data"] == {"m": []}
+    assert one.group_session["data"] is not two.group_session["data"]
+    assert rec.errors == 0
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -73,3 +91,17 @@ async def test_an_unanswered_handshake_ends_at_the_deadline(serve: Any) -> None:
         await sock.open(url, timeout=0.3)
     await asyncio.wait_for(closed.wait(), 5)  # the socket was not left open
     assert sock.handshake.done()
+
+
+async def test_a_url_without_a_path_asks_for_the_root(serve: Any) -> None:
+    asked: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+
+    url = (await serve(answer)).split("/ws/")[0] + "?token=t"
+    with pytest.raises(ConnectionError, match="404"):
+        await LeanSocket(lambda raw: None).open(url, timeout=5)
+    assert asked == [b"GET /?token=t HTTP/1.1"]
