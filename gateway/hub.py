@@ -291,7 +291,7 @@ def seen_ttl_s(settings: Settings) -> int:
 
 
 def _warn_if_failed(done: asyncio.Future[Exception | None]) -> None:
-    error = done.result()
+    error = None if done.cancelled() else done.result()
     if error is not None:  # liveness marks are best effort: one line per failed write
         log.warning("could not record last seen", extra={"error": repr(error)})
 
