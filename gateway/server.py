@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from gateway.app import create_asgi
+from gateway.front import FrontProtocol
 from gateway.websocket import WebSocketProtocol
 from services.settings import Settings
 
@@ -27,6 +28,7 @@ def tune_gc() -> None:
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    ours = settings.ws_protocol == "cohort"
     return uvicorn.Config(
         create_asgi(settings),
         host=settings.host,
@@ -34,7 +36,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         # Our own RFC 6455 protocol: uvicorn's re-parse every handshake in Python and
         # pass each frame through several layers (gateway/websocket.py). Of uvicorn's,
         # websockets-sansio measured fastest for fan-out on this machine class.
-        ws=WebSocketProtocol if settings.ws_protocol == "cohort" else "websockets-sansio",
+        ws=WebSocketProtocol if ours else "websockets-sansio",
+        # With ours, a connection's first request goes to it directly when it is an
+        # upgrade, past uvicorn's HTTP protocol (gateway/front.py).
+        http=FrontProtocol if ours else "auto",
         # Our own size check answers with an error frame; this only stops abuse.
         ws_max_size=max(4 * settings.max_message_bytes, 1024 * 1024),
         # Compression is per connection: it would turn "encode once, write the same

@@ -21,6 +21,7 @@ import uvicorn
 import websockets
 
 from gateway import websocket as ws_module
+from gateway.front import FrontProtocol
 from gateway.server import uvicorn_config
 from gateway.websocket import WebSocketProtocol, accept_key
 from services.settings import Settings
@@ -620,12 +621,15 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_it_works_over_tls(self_signed: tuple[Path, Path]) -> None:
-    """Behind uvicorn's TLS the transport differs (buffering, writelines); wss in the scope."""
+@pytest.mark.parametrize("front", [False, True], ids=["via-uvicorn-http", "via-front"])
+async def test_it_works_over_tls(self_signed: tuple[Path, Path], front: bool) -> None:
+    """Behind uvicorn's TLS the transport differs (buffering, writelines); wss in the scope.
+    Reached through uvicorn's HTTP protocol or straight from the gateway's front one."""
     cert, key = self_signed
     context = ssl.create_default_context(cafile=str(cert))
     app = EchoApp()
-    async with serving(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as (url, _):
+    extra: dict[str, Any] = {"http": FrontProtocol} if front else {}
+    async with serving(app, ssl_certfile=str(cert), ssl_keyfile=str(key), **extra) as (url, _):
         assert url.startswith("wss://")
         async with websockets.connect(f"{url}/echo", ssl=context, max_size=None,
                                       compression=None) as client:
