@@ -11,9 +11,8 @@ tenth of the gateway's work in a join storm.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
-
-from gateway.websocket import WebSocketProtocol
 
 try:  # what uvicorn's http="auto" picks
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as HttpProtocol
@@ -21,8 +20,15 @@ except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
     from uvicorn.protocols.http.h11_impl import H11Protocol as HttpProtocol  # type: ignore[assignment]
 
 
+# What a request head must look like to be taken here; anything else (whitespace
+# before a colon, folded lines, control characters, a body) is left to uvicorn's parser,
+# which refuses or serves it as it always did.
+REQUEST_LINE = re.compile(rb"GET [^\x00-\x20\x7f]+ HTTP/1\.1")
+HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9a-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+
+
 def is_websocket_upgrade(data: bytes) -> bool:
-    """Whether ``data`` holds a whole GET request head asking for a WebSocket, as
+    """Whether ``data`` holds a whole, plain GET request head asking for a WebSocket, as
     uvicorn decides it: ``Upgrade: websocket`` with ``upgrade`` among the Connection
     tokens (the WebSocket protocol then checks the rest and answers 400 or 426)."""
     if not data.startswith(b"GET "):
@@ -30,14 +36,21 @@ def is_websocket_upgrade(data: bytes) -> bool:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return False
+    request_line, _, headers = data[:end].partition(b"\r\n")
+    if not REQUEST_LINE.fullmatch(request_line):
+        return False
     upgrade = connection = False
-    for line in data[:end].lower().split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip()
+    for line in headers.lower().split(b"\r\n"):
+        match = HEADER_LINE.fullmatch(line)
+        if match is None:
+            return False
+        name, value = match[1], match[2].rstrip(b" \t")
         if name == b"upgrade":
-            upgrade = value.strip() == b"websocket"
+            upgrade = value == b"websocket"
         elif name == b"connection":
             connection = b"upgrade" in (token.strip() for token in value.split(b","))
+        elif name in (b"content-length", b"transfer-encoding"):
+            return False  # a body: uvicorn's parser reads it
     return upgrade and connection
 
 
@@ -68,9 +81,11 @@ class FrontProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.server_state.connections.discard(self)
         protocol_class: type[asyncio.Protocol] = HttpProtocol
+        ws_class = self.config.ws_protocol_class
         # uvicorn's concurrency limit is judged by its HTTP protocol: leave it to it.
-        if self.config.limit_concurrency is None and is_websocket_upgrade(data):
-            protocol_class = WebSocketProtocol
+        if (ws_class is not None and self.config.limit_concurrency is None
+                and is_websocket_upgrade(data)):
+            protocol_class = ws_class
         protocol = protocol_class(config=self.config,  # type: ignore[call-arg]
                                   server_state=self.server_state, app_state=self.app_state,
                                   _loop=self.loop)

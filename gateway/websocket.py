@@ -4,8 +4,9 @@ uvicorn hands an upgrade request to a protocol class of our choosing (``ws=`` in
 gateway/server.py). Its own classes re-parse the request httptools already parsed
 (in Python), build a frame object per message and pass every frame through several
 layers; in a join storm that was more than half of the gateway's CPU (docs/decisions.md).
-This one reads the request uvicorn re-serialized, parses frames straight from the
-receive buffer, and writes a frame as its header and payload.
+This one reads the request (straight from the socket through gateway/front.py, or as
+uvicorn re-serialized it when its HTTP protocol read it first), parses frames straight
+from the receive buffer, and writes a frame as its header and payload.
 
 What it keeps of a full server: the handshake checks (400 / 426 answers), masking,
 fragmentation, ping and pong, the closing handshake, keepalive pings with a timeout,
@@ -48,7 +49,7 @@ except ImportError:  # pragma: no cover - a build without its C extension
 log = logging.getLogger("cohort.gateway.websocket")
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-HANDSHAKE_LIMIT = 64 * 1024  # uvicorn has parsed the request already; this is a backstop
+HANDSHAKE_LIMIT = 64 * 1024  # the front only hands over a whole head; this is a backstop
 CLOSE_TIMEOUT_S = 10.0  # how long our close frame waits for the peer's answer
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA

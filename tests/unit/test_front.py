@@ -102,6 +102,14 @@ def test_what_counts_as_an_upgrade_is_what_uvicorn_counts() -> None:
     assert not is_websocket_upgrade(request("/ws", "Connection: upgrade"))
     assert not is_websocket_upgrade(request("/ws", *UPGRADE)[:-2])  # the head not complete
     assert not is_websocket_upgrade(request("/ws", *UPGRADE).replace(b"GET", b"PUT"))
+    # Whatever uvicorn's parser might read otherwise is left to it:
+    for odd in (("Upgrade : websocket", "Connection: upgrade"),  # space before a colon
+                ("X-A: b", " connection: upgrade", "Upgrade: websocket"),  # a folded line
+                (*UPGRADE, "Content-Length: 2"), (*UPGRADE, "Transfer-Encoding: chunked"),
+                (*UPGRADE, "X-A: a\x01b")):  # a control character
+        assert not is_websocket_upgrade(request("/ws", *odd)), odd
+    assert not is_websocket_upgrade(request("/ws", *UPGRADE).replace(b"1.1", b"1.0"))
+    assert not is_websocket_upgrade(request("/w s", *UPGRADE))
 
 
 async def test_http_requests_keep_their_connection_through_uvicorns_protocol() -> None:
@@ -144,6 +152,29 @@ async def test_an_upgrade_whose_head_comes_in_pieces_still_opens() -> None:
         assert head.startswith(b"HTTP/1.1 101 ")
         assert protocols(server) == ["WebSocketProtocol"] and CountedHttp.made == 1
         writer.close()
+
+
+async def test_an_upgrade_with_a_body_is_left_to_uvicorn() -> None:
+    app = App()
+    async with serving(app) as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("/ws", *UPGRADE, "Content-Length: 2") + b"hi")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert CountedHttp.made == 1
+        writer.close()
+
+
+async def test_a_client_that_leaves_before_speaking_is_forgotten() -> None:
+    app = App()
+    async with serving(app) as (port, server):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        for _ in range(100):
+            if not server.server_state.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not server.server_state.connections
+    assert CountedHttp.made == 0 and app.scopes == []
 
 
 async def test_a_server_stops_promptly_with_a_client_that_never_spoke() -> None:
