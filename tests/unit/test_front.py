@@ -106,7 +106,8 @@ def test_what_counts_as_an_upgrade_is_what_uvicorn_counts() -> None:
     for odd in (("Upgrade : websocket", "Connection: upgrade"),  # space before a colon
                 ("X-A: b", " connection: upgrade", "Upgrade: websocket"),  # a folded line
                 (*UPGRADE, "Content-Length: 2"), (*UPGRADE, "Transfer-Encoding: chunked"),
-                (*UPGRADE, "X-A: a\x01b")):  # a control character
+                (*UPGRADE, "X-A: a\x01b"),  # a control character
+                (*UPGRADE, "X-A: a\nX-B: b")):  # a line feed without its CR
         assert not is_websocket_upgrade(request("/ws", *odd)), odd
     assert not is_websocket_upgrade(request("/ws", *UPGRADE).replace(b"1.1", b"1.0"))
     assert not is_websocket_upgrade(request("/w s", *UPGRADE))
