@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +19,7 @@ from gateway.front import FrontProtocol, is_websocket_upgrade
 from gateway.server import uvicorn_config
 from gateway.websocket import WebSocketProtocol
 from services.settings import Settings
+from tests.asgi_server import running, serve_lifespan
 
 
 class App:
@@ -30,9 +30,7 @@ class App:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         self.scopes.append(scope["type"])
         if scope["type"] == "http":
@@ -49,21 +47,8 @@ class App:
 
 @contextlib.asynccontextmanager
 async def serving(app: App, **config: Any) -> AsyncIterator[tuple[int, uvicorn.Server]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=FrontProtocol, ws=WebSocketProtocol,
-        lifespan="on", log_config=None, log_level="warning", **config))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the server did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield port, server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with running(app, http=FrontProtocol, ws=WebSocketProtocol, **config) as started:
+        yield started
 
 
 class CountedHttp(HttpToolsProtocol):

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import socket
 import ssl
 import struct
 import subprocess
@@ -26,6 +25,7 @@ from gateway.front import FrontProtocol
 from gateway.server import uvicorn_config
 from gateway.websocket import WebSocketProtocol, accept_key
 from services.settings import Settings
+from tests.asgi_server import running, serve_lifespan
 
 
 class EchoApp:
@@ -46,9 +46,7 @@ class EchoApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         self.scopes.append(scope)
         try:
@@ -121,21 +119,8 @@ class EchoApp:
 @contextlib.asynccontextmanager
 async def serving(app: EchoApp, protocol: type[WebSocketProtocol] = WebSocketProtocol,
                   **config: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=protocol, lifespan="on",
-        log_config=None, log_level="warning", **config))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the server did not start"
-        await asyncio.sleep(0.01)
-    try:
+    async with running(app, ws=protocol, **config) as (port, server):
         yield f"{'wss' if config.get('ssl_certfile') else 'ws'}://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 class RawClient:
