@@ -140,6 +140,22 @@ async def test_an_upgrade_whose_head_comes_in_pieces_still_opens() -> None:
         writer.close()
 
 
+@pytest.mark.parametrize(("swap", "status"), [
+    (("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"), b"426"),
+    (("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Key: short"), b"400")])
+async def test_a_bad_handshake_taken_by_the_front_gets_its_status(
+        swap: tuple[str, str], status: bytes) -> None:
+    # Bad input gets a code and changes nothing: the application never sees it.
+    app = App()
+    async with serving(app) as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("/ws", *(swap[1] if h == swap[0] else h for h in UPGRADE)))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.split(b" ")[1] == status
+        writer.close()
+    assert CountedHttp.made == 0 and app.scopes == []
+
+
 async def test_an_upgrade_with_a_body_is_left_to_uvicorn() -> None:
     app = App()
     async with serving(app) as (port, _):
