@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 
 import uvicorn
@@ -10,21 +9,8 @@ import uvicorn
 from gateway.app import create_asgi
 from gateway.front import FrontProtocol
 from gateway.websocket import WebSocketProtocol
+from services.gctune import tune_gc
 from services.settings import Settings
-
-# The collector's young generation, 10x Python's default: under load the gateway
-# allocates fast, and each collection that reached the oldest generation scanned
-# every live object (70-180 ms with ~100,000 of them, a stall for every socket).
-GC_THRESHOLDS = (7000, 10, 10)
-
-
-def tune_gc() -> None:
-    """Once per process: what exists at startup (modules, the app) is never garbage,
-    so it is frozen out of every later scan, and collections run 10x less often."""
-    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from services.gctune import tune_gc
+
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -69,7 +71,8 @@ def setup_logging(level: str, process: str) -> None:
 
 def run_loop(main: Any) -> Any:
     """Run a process's main coroutine on uvloop where it is installed (uvicorn[standard]
-    brings it on Linux), else on asyncio's own loop."""
+    brings it on Linux), else on asyncio's own loop, with the collector tuned."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:

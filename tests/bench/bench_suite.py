@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO))
 
 import msgspec  # noqa: E402
 
+from services.gctune import tune_gc  # noqa: E402
 from services.loadtest.clients import FrameCache, LeanSocket  # noqa: E402
 from services.loadtest.stats import Histogram, own_rss_mb, raise_nofile  # noqa: E402
 
@@ -1114,6 +1115,8 @@ def cleanup(redis_url: str, prefix: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["_ws-server"], ["_ws-client"]):
+        tune_gc()  # as in the gateway and the load generator: like against like
     if argv[:1] == ["_ws-server"]:
         import uvloop
 
