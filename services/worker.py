@@ -51,14 +51,22 @@ from session_store.keys import Keys
 from session_store.positions import ZERO
 from session_store.projector import BatchState, encode_state
 from session_store.store import (
+    APPEND_CHUNK,
     EventStore,
     PlannedCommand,
     PlannedEvent,
     StaleEpoch,
+    StreamEntry,
     VersionConflict,
 )
 
 log = logging.getLogger("cohort.worker")
+
+# Commands read in an append's call (``EventStore.append``): at most one script slice
+# (APPEND_CHUNK), so the read-ahead adds little to how long a script holds Redis. (A
+# backlog is then taken a slice per iteration, where an XREAD takes COMMAND_BATCH; the
+# append itself goes a slice per call either way.)
+READ_AHEAD = APPEND_CHUNK
 
 # Gateway id of commands the worker issues itself.
 SYSTEM = "system"
@@ -95,10 +103,13 @@ class PartitionLoop:
         self.check_dupes = False
         # Batches known to be closed (never watched again).
         self.closed: set[str] = set()
+        # Commands read with the last append (they came in while it was decided).
+        self.ahead: list[StreamEntry] = []
 
     async def run(self) -> None:
         w = self.worker
         cursor = (await w.redis.get(w.keys.cursor(self.partition)) or b"0-0").decode()
+        self.ahead = []  # read after another cursor (a direct call of handle, in tests)
         commands_key = w.keys.commands(self.partition)
         handled = 0
         tick = w.settings.worker_tick_ms / 1000
@@ -111,15 +122,17 @@ class PartitionLoop:
                 if rest > 0:
                     await asyncio.sleep(rest)
             began = clock()
-            reply = await w.redis.xread(
-                {commands_key: cursor}, count=w.settings.command_batch, block=500
-            )
-            if not reply:
-                gathering = False
-                await self.idle_snapshots()
-                await self.watch_runs()
-                continue
-            entries = reply[0][1]
+            entries, self.ahead = self.ahead, []
+            if not entries:
+                reply = await w.redis.xread(
+                    {commands_key: cursor}, count=w.settings.command_batch, block=500
+                )
+                if not reply:
+                    gathering = False
+                    await self.idle_snapshots()
+                    await self.watch_runs()
+                    continue
+                entries = reply[0][1]
             # Several commands came in one read, fewer than a backlog: commands arrive
             # faster than iterations, so the next read waits out the tick.
             gathering = tick > 0 and 1 < len(entries) < w.settings.command_batch
@@ -229,8 +242,13 @@ class PartitionLoop:
 
         opened: list[str] = []
         closed: list[str] = []
+        # Without a tick, the next commands are read in the append's own call: under
+        # load the partition makes one round trip per iteration, not two. (With a
+        # tick, the next read waits for it to gather more.)
         result = await w.store.append(
-            self.partition, self.epoch, new_cursor, planned, w.settings.dedupe_ttl_s)
+            self.partition, self.epoch, new_cursor, planned, w.settings.dedupe_ttl_s,
+            read_ahead=0 if w.settings.worker_tick_ms else READ_AHEAD)
+        self.ahead = result.ahead
         for command, plan, (kind, values) in zip(
             planned_for, planned, result.results, strict=True
         ):

@@ -2,21 +2,23 @@
 --
 -- KEYS[1] partition epoch, KEYS[2] partition command cursor, KEYS[3..] the
 -- event streams, version hashes and dedupe hashes named by index below.
--- ARGV: epoch, new cursor ('' keeps it), dedupe TTL seconds, and the plan as
+-- ARGV: epoch, new cursor ('' keeps it), dedupe TTL seconds, the plan as
 -- ONE MessagePack array (packing thousands of separate arguments cost the
 -- worker more than the rest of an iteration). Per command: {dedupe key index,
 -- command id, rejection outcome ('' when it commits), committed-outcome
 -- template, key index to delete (0: none), events}; per event: {stream key
 -- index, versions key index, scope, version, payload, side-hash key index
--- (0: none), side field, side value}.
+-- (0: none), side field, side value}. Then, optionally, the read-ahead: the
+-- index of the partition's command stream key and how many of its commands
+-- after the new cursor to return (the worker's next read, in this same call).
 -- (Side writes keep data beside an event, e.g. study session contents, so that
 -- they can be erased while the event stays.)
 --
 -- Nothing is written unless the epoch matches, no command was seen before
 -- (then its stored outcome is returned instead) and every event's version
--- follows the scope's current one. Returns {'OK', results} where each result
--- is {'new', pos...} / {'rejected'} / {'dup', stored outcome}, or
--- {'STALE', epoch} / {'VERSION', scope, current, attempted}.
+-- follows the scope's current one. Returns {'OK', results, next commands}
+-- where each result is {'new', pos...} / {'rejected'} / {'dup', stored
+-- outcome}, or {'STALE', epoch} / {'VERSION', scope, current, attempted}.
 
 local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then
@@ -59,6 +61,14 @@ for c = 1, ncmds do
     cmd.events[e] = ev
   end
   cmds[c] = cmd
+end
+
+-- The read-ahead, before any write: a script's writes are not undone by a later
+-- error. (The script never writes the command stream, so it reads the same here.)
+local ahead = {}
+local read = tonumber(ARGV[6] or '0')
+if read > 0 and ARGV[2] ~= '' then
+  ahead = redis.call('XRANGE', KEYS[tonumber(ARGV[5])], '(' .. ARGV[2], '+', 'COUNT', read)
 end
 
 -- Pass 2: write. Versions and dedupe records are gathered and written once per
@@ -138,4 +148,4 @@ end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[2])
 end
-return {'OK', results}
+return {'OK', results, ahead}

@@ -62,10 +62,16 @@ class PlannedCommand(msgspec.Struct):
     erase_key: str = ""
 
 
+# A command stream entry as redis-py's XREAD gives it: (id, {field: value}).
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
 class AppendResult(msgspec.Struct):
-    """Per planned command: ("new", [positions]) / ("rejected", []) / ("dup", [outcome])."""
+    """Per planned command: ("new", [positions]) / ("rejected", []) / ("dup", [outcome]);
+    and the partition's commands after the new cursor, when they were asked for."""
 
     results: list[tuple[str, list[bytes]]]
+    ahead: list[StreamEntry] = []
 
 
 def lua_script(name: str) -> str:
@@ -90,8 +96,12 @@ class EventStore:
         commands: Sequence[PlannedCommand],
         dedupe_ttl_s: int,
         chunk: int = APPEND_CHUNK,
+        read_ahead: int = 0,
     ) -> AppendResult:
-        """Append one iteration's outcomes, ``chunk`` commands per script call.
+        """Append one iteration's outcomes, ``chunk`` commands per script call; with
+        ``read_ahead``, the call that moves the cursor also answers up to that many of
+        the partition's commands after it (the worker's next read, without its own
+        round trip).
 
         Each call is fenced and validated on its own; the cursor moves with the last
         one only, so commands of a slice that committed before a failure are handled
@@ -99,14 +109,17 @@ class EventStore:
         repeated in a later slice reads as a repeat within the iteration, as it
         would in one call."""
         if len(commands) <= chunk:
-            return await self._append_once(partition, epoch, cursor, commands, dedupe_ttl_s)
+            return await self._append_once(partition, epoch, cursor, commands, dedupe_ttl_s,
+                                           read_ahead)
         results: list[tuple[str, list[bytes]]] = []
         earlier: set[tuple[str, str, str]] = set()
+        ahead: list[StreamEntry] = []
         for start in range(0, len(commands), chunk):
             part = commands[start:start + chunk]
             last = start + chunk >= len(commands)
             got = await self._append_once(partition, epoch, cursor if last else "", part,
-                                          dedupe_ttl_s)
+                                          dedupe_ttl_s, read_ahead if last else 0)
+            ahead = got.ahead
             for command, (kind, values) in zip(part, got.results, strict=True):
                 ident = (command.batch, command.run, command.cmd_id)
                 if kind == "dup" and ident in earlier:
@@ -114,7 +127,7 @@ class EventStore:
                 elif kind != "dup":
                     earlier.add(ident)  # first written by this iteration
                 results.append((kind, values))
-        return AppendResult(results)
+        return AppendResult(results, ahead)
 
     async def _append_once(
         self,
@@ -123,6 +136,7 @@ class EventStore:
         cursor: str,
         commands: Sequence[PlannedCommand],
         dedupe_ttl_s: int,
+        read_ahead: int = 0,
     ) -> AppendResult:
         keys: list[str] = [self.keys.epoch(partition), self.keys.cursor(partition)]
         index: dict[str, int] = {}
@@ -159,6 +173,8 @@ class EventStore:
             for command in commands
         ]
         args = [epoch, cursor, dedupe_ttl_s, _msgpack.encode(plan)]
+        if read_ahead and cursor:
+            args += [key_index(self.keys.commands(partition)), read_ahead]
         reply = await self._append(keys=keys, args=args)
         status = reply[0]
         if status == b"STALE":
@@ -168,7 +184,9 @@ class EventStore:
                 f"scope {reply[1].decode()} is at {reply[2].decode()}, "
                 f"attempted {reply[3].decode()}"
             )
-        return AppendResult([(r[0].decode(), list(r[1:])) for r in reply[1]])
+        return AppendResult([(r[0].decode(), list(r[1:])) for r in reply[1]],
+                            [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+                             for entry_id, fields in reply[2]])
 
     async def dedupe_lookup(self, items: Sequence[tuple[str, str, str]]) -> list[bytes | None]:
         """Stored outcomes for ``(batch, run, command id)`` triples, in one round trip."""

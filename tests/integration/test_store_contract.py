@@ -115,6 +115,35 @@ async def test_same_command_id_applies_once_and_answers_the_same(store: EventSto
     assert await store.redis.ttl(store.keys.dedupe(batch, "r1")) > 0
 
 
+async def test_append_reads_the_commands_after_its_cursor(store: EventStore):
+    """The worker's next read rides on the append: the commands after the new cursor,
+    in order, as many as asked; none from a call that keeps the cursor or is fenced."""
+    batch = "ahead"
+    partition, epoch = await own(store, batch)
+    stream = store.keys.commands(partition)
+    ids = [await store.redis.xadd(stream, {"c": f"cmd{i}".encode()}) for i in range(5)]
+    got = await store.append(partition, epoch, ids[1].decode(),
+                             [patch_plan(batch, "r1", "a1", 1, 1)], 60, read_ahead=2)
+    assert got.results[0][0] == "new"
+    assert got.ahead == [(ids[2], {b"c": b"cmd2"}), (ids[3], {b"c": b"cmd3"})]
+    everything = await store.append(partition, epoch, ids[3].decode(),
+                                    [patch_plan(batch, "r1", "a2", 2, 2)], 60, read_ahead=100)
+    assert everything.ahead == [(ids[4], {b"c": b"cmd4"})]
+    assert (await store.append(partition, epoch, ids[4].decode(), [], 60,
+                               read_ahead=100)).ahead == []
+    assert (await store.append(partition, epoch, ids[2].decode(), [], 60)).ahead == []
+    assert (await store.append(partition, epoch, "", [], 60, read_ahead=5)).ahead == []
+    # Sliced into several calls: the last one, which moves the cursor, reads.
+    sliced = await store.append(partition, epoch, ids[0].decode(), [
+        patch_plan(batch, "r1", f"s{v}", v, v) for v in range(3, 8)], 60, chunk=2,
+        read_ahead=1)
+    assert [kind for kind, _ in sliced.results] == ["new"] * 5
+    assert sliced.ahead == [(ids[1], {b"c": b"cmd1"})]
+    assert await store.redis.get(store.keys.cursor(partition)) == ids[0]
+    with pytest.raises(StaleEpoch):
+        await store.append(partition, epoch + 1, ids[0].decode(), [], 60, read_ahead=5)
+
+
 async def test_rejection_is_remembered_and_writes_no_event(store: EventStore):
     batch = "rej"
     partition, epoch = await own(store, batch)

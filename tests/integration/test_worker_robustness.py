@@ -24,6 +24,7 @@ from session_store.commands import (
     decode_outcome,
     encode,
 )
+from session_store.events import SessionPatched, decode_event
 from tests.timeline_driver import Driver
 
 
@@ -204,6 +205,46 @@ async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
     assert gaps and min(gaps) >= 0.05, counted.reads
     assert len(counted.reads) <= first + 10, counted.reads
     assert (await driver.state("t")).version("batch_session") == sent
+
+
+async def test_without_a_tick_the_next_commands_come_with_the_append(own, redis):
+    """Commands that arrive while an iteration is decided are read by its append's call
+    (no XREAD of their own), each handled once and in order."""
+    driver, counted, stream = await ticking(own, redis, 0.0)
+    xreads = 0
+    real_xread = driver.worker.redis.xread
+
+    async def counting_xread(*args, **kwargs):
+        nonlocal xreads
+        xreads += 1
+        return await real_xread(*args, **kwargs)
+
+    driver.worker.redis.xread = counting_xread
+    real_append = driver.worker.store.append
+
+    async def slow_append(*args, **kwargs):
+        await asyncio.sleep(0.005)  # a slow decision: the next bursts arrive meanwhile
+        return await real_append(*args, **kwargs)
+
+    driver.worker.store.append = slow_append
+    sent = 0
+    try:
+        for _ in range(100):  # bursts of three, faster than iterations end
+            async with redis.pipeline(transaction=True) as burst:
+                for _ in range(3):
+                    burst.xadd(stream, {"c": encode(patch(sent))})
+                    sent += 1
+                await burst.execute()
+            await asyncio.sleep(0.001)
+        await counted.until(sent)
+    finally:
+        await counted.stop()
+    assert counted.handled() == sent
+    # Some iterations began from the read-ahead (one XREAD per iteration otherwise).
+    assert xreads < len(counted.reads), (xreads, counted.reads)
+    patched = [decode_event(f[b"e"]) for _, f in await redis.xrange(driver.keys.events("t"))]
+    values = [e.ops[0]["value"] for e in patched if isinstance(e, SessionPatched)]
+    assert values == list(range(sent))  # once each, in the order sent
 
 
 async def test_a_lone_command_waits_for_no_tick(own, redis):
