@@ -170,6 +170,16 @@ def patch(i: int) -> Patch:
                  ops=[{"op": "add", "path": f"/k{i}", "value": i}])
 
 
+async def burst(redis, stream: str, first: int) -> int:
+    """Patches ``first`` to ``first + 2`` at once (a transaction: a read sees all three);
+    the next number."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for i in range(first, first + 3):
+            pipe.xadd(stream, {"c": encode(patch(i))})
+        await pipe.execute()
+    return first + 3
+
+
 async def ticking(own: Settings, redis, tick_ms: float) -> tuple[Driver, CountedLoop, str]:
     """Batch "t" opened, its partition's real loop running with ``tick_ms``; and the
     partition's command stream, to write commands to."""
@@ -185,12 +195,7 @@ async def test_under_load_the_worker_reads_at_most_once_per_tick(own, redis):
         began = time.monotonic()
         sent = 0
         while time.monotonic() - began < 0.6:
-            # Three at once (a transaction: a read sees all three), every ~5 ms.
-            async with redis.pipeline(transaction=True) as burst:
-                for _ in range(3):
-                    burst.xadd(stream, {"c": encode(patch(sent))})
-                    sent += 1
-                await burst.execute()
+            sent = await burst(redis, stream, sent)  # every ~5 ms
             await asyncio.sleep(0.005)
         await counted.until(sent)
     finally:
@@ -229,12 +234,8 @@ async def test_without_a_tick_the_next_commands_come_with_the_append(own, redis)
     driver.worker.store.append = slow_append
     sent = 0
     try:
-        for _ in range(100):  # bursts of three, faster than iterations end
-            async with redis.pipeline(transaction=True) as burst:
-                for _ in range(3):
-                    burst.xadd(stream, {"c": encode(patch(sent))})
-                    sent += 1
-                await burst.execute()
+        for _ in range(100):  # faster than iterations end
+            sent = await burst(redis, stream, sent)
             await asyncio.sleep(0.001)
         await counted.until(sent)
     finally:
