@@ -37,6 +37,7 @@ from gateway.messages import (
     decode_message,
     encode_frame,
 )
+from gateway.ratelimit import TokenBucket
 from gateway.tokens import TokenError, TokenSigner
 from services.settings import Settings
 from session_store.commands import (
@@ -181,6 +182,7 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
         send=send, cap_bytes=settings.outbound_queue_bytes,
         overflows_before_close=settings.overflows_before_close,
         overflow_window_s=settings.overflow_window_s,
+        max_unsent_answers=settings.max_unsent_answers,
     )
     hub.attach(conn, socket.query.get("since"))
     sender = receiver = None
@@ -219,7 +221,11 @@ async def serve_channel(socket: ChannelSocket, app_state: Any, batch_id: str) ->
 async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: Settings,
                    batch_id: str) -> None:
     limit = settings.max_message_bytes
+    bucket = TokenBucket(settings.max_commands_per_s)
     while True:
+        if not conn.may_read:
+            metrics.READ_PAUSES.inc()
+            await conn.answers_written()
         message = await socket.receive()
         if message["type"] != "websocket.receive":
             return
@@ -236,6 +242,13 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
             continue
         except msgspec.DecodeError as exc:
             _error(conn, "bad_json", str(exc))
+            continue
+        if isinstance(msg, PingMsg):
+            conn.push(PONG, essential=True)
+            hub.note_seen(batch_id, conn.run)
+            continue
+        if not bucket.take():
+            _rate_limited(conn, msg, bucket.rate)
             continue
         origin = {"batch": batch_id, "run": conn.run, "gw": hub.gateway_id, "conn": conn.id}
         if isinstance(msg, PatchMsg):
@@ -254,9 +267,17 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
             hub.submit(GROUP_COMMANDS[type(msg)](id=msg.id, **origin))
         elif isinstance(msg, ResyncMsg):
             conn.request_resync()
-        elif isinstance(msg, PingMsg):
-            conn.push(PONG, essential=True)
-            hub.note_seen(batch_id, conn.run)
+
+
+def _rate_limited(conn: Connection, msg: Any, rate: float) -> None:
+    """Refuse a message over the channel's rate: a command gets its ``fail`` (nothing
+    was submitted, so the same id may be sent again later), a resync an error."""
+    metrics.BAD_INPUT.labels("rate_limited").inc()
+    text = f"at most {rate:g} commands per second on one channel; send it again later"
+    command_id = getattr(msg, "id", None)
+    frame = (FailFrame(id=command_id, code="rate_limited", message=text)
+             if command_id is not None else ErrorFrame("rate_limited", text))
+    conn.push(encode_frame(frame), essential=True)
 
 
 def _error(conn: Connection, code: str, message: str) -> None:

@@ -6,6 +6,12 @@ queue. When the queue would pass its byte cap, the queued changes are dropped
 and the next frame the client gets is a full state marked as a resync; acks and
 failures are small and are kept. A connection that overflows too often within
 a window is closed.
+
+Answers (acks, fails, errors, pongs) are never dropped, so they are bounded
+another way: once ``max_unsent_answers`` of them wait unwritten (the client
+sends but does not read), the channel stops reading the client's messages until
+half of them are written. The client's further sends then wait in TCP, and the
+gateway's memory for it stays bounded.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Connection:
         cap_bytes: int,
         overflows_before_close: int,
         overflow_window_s: float,
+        max_unsent_answers: int = 1000,
     ) -> None:
         self.id = conn_id
         self.run = run
@@ -57,6 +64,11 @@ class Connection:
         self._finish_code: int | None = None
         self.frames_sent = 0
         self.resyncs = 0
+        # Essential frames queued and not yet written; reading pauses at the cap.
+        self._answers = 0
+        self._answers_cap = max(1, max_unsent_answers)
+        self._may_read = asyncio.Event()
+        self._may_read.set()
 
     def push(self, frame: str, essential: bool = False) -> None:
         if self.close_code is not None:
@@ -70,6 +82,10 @@ class Connection:
         else:
             self._queue.append((frame, essential))
             self._queued += len(frame)
+            if essential:
+                self._answers += 1
+                if self._answers >= self._answers_cap:
+                    self._may_read.clear()
         self._wake.set()
 
     def _overflow(self) -> None:
@@ -83,6 +99,15 @@ class Connection:
             self._overflows.popleft()
         if len(self._overflows) >= self._max_overflows:
             self.close_code = CLOSE_OVERFLOW
+
+    @property
+    def may_read(self) -> bool:
+        """False while too many answers wait unwritten (see the module's docstring)."""
+        return self._may_read.is_set()
+
+    async def answers_written(self) -> None:
+        """Return once reading the client's messages may go on."""
+        await self._may_read.wait()
 
     def finish(self, code: int, reason: str) -> None:
         """Write what is queued (the error frame saying why), then close."""
@@ -105,8 +130,12 @@ class Connection:
             if self.needs_resync or self.close_code is not None:
                 self._wake.set()
                 break
-            frame, _ = self._queue.popleft()
+            frame, essential = self._queue.popleft()
             self._queued -= len(frame)
+            if essential:
+                self._answers -= 1
+                if self._answers <= self._answers_cap // 2:
+                    self._may_read.set()
             await self._send(frame)
             self.frames_sent += 1
             sent += 1

@@ -7,3 +7,5 @@ FRAMES = Counter("cohort_gateway_frames_total", "Update frames queued to partici
 COMMANDS = Counter("cohort_gateway_commands_total", "Commands written to partition streams")
 RESYNCS = Counter("cohort_gateway_resyncs_total", "Full-state resyncs sent")
 BAD_INPUT = Counter("cohort_gateway_bad_input_total", "Rejected client frames", ["code"])
+READ_PAUSES = Counter("cohort_gateway_read_pauses_total",
+                      "Times a channel stopped reading its client until its answers were written")

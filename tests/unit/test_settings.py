@@ -78,7 +78,7 @@ def test_is_frozen() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("ARCHIVE_DUTY", "0"), ("ARCHIVE_DUTY", "1.5"), ("FINALIZER_NICE", "-1"),
     ("FINALIZER_NICE", "20"), ("COMMAND_RETRY_S", "-1"), ("WORKER_TICK_MS", "-1"),
-    ("WORKER_TICK_MS", "1001"),
+    ("WORKER_TICK_MS", "1001"), ("MAX_COMMANDS_PER_S", "-1"), ("MAX_UNSENT_ANSWERS", "0"),
 ])
 def test_archive_pacing_settings_out_of_range_are_refused(name: str, value: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=name.lower()):
@@ -93,3 +93,11 @@ def test_archive_pacing_defaults() -> None:
     assert Settings.from_env({"COHORT_COMMAND_RETRY_S": "0"}).command_retry_s == 0
     assert settings.worker_tick_ms == 0
     assert Settings.from_env({"COHORT_WORKER_TICK_MS": "4"}).worker_tick_ms == 4.0
+
+
+def test_channel_flow_limits_default_and_from_env() -> None:
+    settings = Settings.from_env({})
+    assert settings.max_commands_per_s == 1000 and settings.max_unsent_answers == 1000
+    tuned = Settings.from_env({"COHORT_MAX_COMMANDS_PER_S": "0",
+                               "COHORT_MAX_UNSENT_ANSWERS": "50"})
+    assert tuned.max_commands_per_s == 0 and tuned.max_unsent_answers == 50
