@@ -27,6 +27,7 @@ from gateway.messages import (
     FailFrame,
     FixGroupMsg,
     GroupMsgMsg,
+    Incoming,
     JoinGroupMsg,
     LeaveGroupMsg,
     PatchMsg,
@@ -222,6 +223,7 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
                    batch_id: str) -> None:
     limit = settings.max_message_bytes
     bucket = TokenBucket(settings.max_commands_per_s)
+    throttled = False  # logged once per channel
     while True:
         if not conn.may_read:
             metrics.READ_PAUSES.inc()
@@ -232,23 +234,20 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
         data = message.get("text")
         if data is None:
             data = message.get("bytes") or b""
-        if len(data) > limit:
-            _error(conn, "too_large", f"a message may be at most {limit} bytes")
-            continue
-        try:
-            msg = decode_message(data)
-        except msgspec.ValidationError as exc:
-            _error(conn, "bad_message", str(exc))
-            continue
-        except msgspec.DecodeError as exc:
-            _error(conn, "bad_json", str(exc))
-            continue
+        msg = _parse(data, limit)
         if isinstance(msg, PingMsg):
             conn.push(PONG, essential=True)
             hub.note_seen(batch_id, conn.run)
             continue
-        if not bucket.take():
-            _rate_limited(conn, msg, bucket.rate)
+        # Everything else counts against the channel's rate (bad input too: each
+        # costs an error frame and a log line). Past it, the next message waits and
+        # the rest behind it in TCP: delayed, never refused or reordered.
+        if bucket.wait() > 0.0:
+            await _throttle(bucket, conn, first=not throttled)
+            throttled = True
+        bucket.take()
+        if isinstance(msg, tuple):
+            _error(conn, *msg)
             continue
         origin = {"batch": batch_id, "run": conn.run, "gw": hub.gateway_id, "conn": conn.id}
         if isinstance(msg, PatchMsg):
@@ -269,15 +268,26 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
             conn.request_resync()
 
 
-def _rate_limited(conn: Connection, msg: Any, rate: float) -> None:
-    """Refuse a message over the channel's rate: a command gets its ``fail`` (nothing
-    was submitted, so the same id may be sent again later), a resync an error."""
-    metrics.BAD_INPUT.labels("rate_limited").inc()
-    text = f"at most {rate:g} commands per second on one channel; send it again later"
-    command_id = getattr(msg, "id", None)
-    frame = (FailFrame(id=command_id, code="rate_limited", message=text)
-             if command_id is not None else ErrorFrame("rate_limited", text))
-    conn.push(encode_frame(frame), essential=True)
+def _parse(data: str | bytes, limit: int) -> Incoming | tuple[str, str]:
+    """The client's message, or the error code and text to answer it with."""
+    if len(data) > limit:
+        return "too_large", f"a message may be at most {limit} bytes"
+    try:
+        return decode_message(data)
+    except msgspec.ValidationError as exc:
+        return "bad_message", str(exc)
+    except msgspec.DecodeError as exc:
+        return "bad_json", str(exc)
+
+
+async def _throttle(bucket: TokenBucket, conn: Connection, first: bool) -> None:
+    metrics.THROTTLED.inc()
+    if first:
+        log.info("channel throttled", extra={"run": conn.run, "rate": bucket.rate})
+    delay = bucket.wait()
+    while delay > 0.0:  # sleeps until a token is there (a timer, not a poll)
+        await asyncio.sleep(delay)
+        delay = bucket.wait()
 
 
 def _error(conn: Connection, code: str, message: str) -> None:

@@ -9,3 +9,5 @@ RESYNCS = Counter("cohort_gateway_resyncs_total", "Full-state resyncs sent")
 BAD_INPUT = Counter("cohort_gateway_bad_input_total", "Rejected client frames", ["code"])
 READ_PAUSES = Counter("cohort_gateway_read_pauses_total",
                       "Times a channel stopped reading its client until its answers were written")
+THROTTLED = Counter("cohort_gateway_throttled_total",
+                    "Messages a channel read late because its client sent past its rate")

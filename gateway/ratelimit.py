@@ -13,17 +13,23 @@ class TokenBucket:
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self._clock = clock
-        self._tokens = max(1.0, rate)
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
         self._last = clock()
+
+    def wait(self) -> float:
+        """Seconds until a token is there (0.0: now)."""
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
 
     def take(self) -> bool:
         """Spend one token if there is one; False means over the limit (nothing spent)."""
-        if self.rate <= 0:
-            return True
-        now = self._clock()
-        self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1.0:
+        if self.wait() > 0.0:
             return False
-        self._tokens -= 1.0
+        if self.rate > 0:
+            self._tokens -= 1.0
         return True

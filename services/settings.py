@@ -37,10 +37,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     outbound_queue_bytes: int = 4 * 1024 * 1024
     overflows_before_close: int = 3
     overflow_window_s: float = 60.0
-    # Per channel: commands (patches, group messages and commands) and resync requests
-    # a participant may send per second, with one second's worth as a burst; beyond
-    # it they are refused with `rate_limited` (0 = no limit). Far above what a study's
-    # page sends; it stops a runaway loop in one browser from flooding its batch.
+    # Per channel: messages other than pings (commands, resync requests, bad input)
+    # read per second, with one second's worth as a burst; past it the next message
+    # is read only when it is within the rate (delayed, never refused; 0 = no limit).
+    # Far above what a study's page sends; it keeps a runaway loop in one browser
+    # from flooding its batch.
     max_commands_per_s: Annotated[float, msgspec.Meta(ge=0)] = 1000.0
     # Per channel: answers (acks, fails, errors, pongs) waiting unwritten because the
     # client sends but does not read. At this many the gateway reads nothing more from

@@ -22,9 +22,9 @@ Scenarios (services/loadtest/scenarios.py; docs in each function):
 - ``rtt``: one client, one patch at a time, patch to its own ack;
 - ``idle``: ``--participants`` idle channels; the gateway's RSS from its /metrics.
 
-A deployment refuses more than ``COHORT_MAX_COMMANDS_PER_S`` (1,000 by default)
-commands per second on one channel (``rate_limited``): closed-loop ``hot-batch`` and
-``rtt`` go past that on one participant, so run them against a deployment with a
+A deployment reads at most ``COHORT_MAX_COMMANDS_PER_S`` (1,000 by default) commands
+per second from one channel: closed-loop ``hot-batch`` and ``rtt`` go past that on one
+participant and would measure the limit, so run them against a deployment with a
 higher limit or 0 (none), as tests/bench does.
 
 While running, one progress line per second on stderr (sent, acked, delivered/s,

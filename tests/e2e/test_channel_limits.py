@@ -16,51 +16,44 @@ from tests.e2e.conftest import join
 pytestmark = pytest.mark.e2e
 
 
-async def read_pauses(url: str) -> float:
+async def metric(url: str, name: str) -> float:
     async with httpx.AsyncClient(base_url=url) as client:
         text = (await client.get("/metrics")).text
-    found = re.search(r"^cohort_gateway_read_pauses_total (\S+)$", text, re.M)
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
-async def test_commands_past_the_rate_are_refused_and_change_nothing(make_stack, new_batch_id):
+async def test_commands_past_the_rate_wait_and_none_is_lost(make_stack, new_batch_id):
     rate = 20
     stack = make_stack(gateways=1, workers=1, max_commands_per_s=rate)
+    url = stack.gateway_urls[0]
     batch = new_batch_id()
     await stack.create_batch(batch)
     p = await join(stack, batch)
     began = time.monotonic()
     futures = [p.send_patch([{"op": "add", "path": f"/k{i}", "value": i}]) for i in range(60)]
-    answers = await asyncio.wait_for(asyncio.gather(*futures), 20)
-    window = time.monotonic() - began  # the gateway saw the burst within this
-    acked = [i for i, a in enumerate(answers) if a["type"] == "ack"]
-    refused = [i for i, a in enumerate(answers) if a["type"] == "fail"]
-    assert len(acked) + len(refused) == 60
-    assert rate <= len(acked) <= rate + rate * window + 1, (len(acked), window)
-    for i in refused:
-        assert answers[i]["code"] == "rate_limited", answers[i]
-        assert f"at most {rate} commands per second" in answers[i]["message"]
-
-    # Only the acknowledged ones are in the session.
+    answers = await asyncio.wait_for(asyncio.gather(*futures), 30)
+    took = time.monotonic() - began
+    # All applied, in the order sent: a second's worth at once, the rest at the rate.
+    assert [a["type"] for a in answers] == ["ack"] * 60
+    assert [a["version"] for a in answers] == list(range(1, 61))
+    assert took >= (60 - rate) / rate - 0.1, took
+    assert await metric(url, "cohort_gateway_throttled_total") >= 1
     fresh = await join(stack, batch)
-    assert fresh.version == len(acked)
-    assert fresh.data == {f"k{i}": i for i in acked}
+    assert fresh.version == 60 and fresh.data == {f"k{i}": i for i in range(60)}
 
-    # Refused means not submitted: the same id goes through once the bucket refilled.
-    await asyncio.sleep(1.1)
-    retry = refused[0]
-    version = await p.patch([{"op": "add", "path": f"/k{retry}", "value": retry}],
-                            cmd_id=answers[retry]["id"])
-    assert version == len(acked) + 1
-    # Pings are not counted: a burst of them is all answered, none refused.
+    # Pings are not counted: after a burst of them a command goes through at once.
+    await asyncio.sleep(1.1)  # the bucket is full again
     for _ in range(3 * rate):
         await p.send_raw('{"type":"ping"}')
+    began = time.monotonic()
     await p.patch([{"op": "add", "path": "/after_pings", "value": True}])
+    assert time.monotonic() - began < 0.5
 
 
 async def test_a_client_that_sends_without_reading_is_paused_not_dropped(make_stack,
                                                                          new_batch_id):
-    stack = make_stack(gateways=1, workers=1, max_unsent_answers=10, max_commands_per_s=0,
+    stack = make_stack(gateways=1, workers=1, max_unsent_answers=40, max_commands_per_s=0,
                        outbound_queue_bytes=256 * 1024, overflows_before_close=100)
     url = stack.gateway_urls[0]
     batch = new_batch_id()
@@ -74,21 +67,25 @@ async def test_a_client_that_sends_without_reading_is_paused_not_dropped(make_st
                                      "value": os.urandom(4000).hex()}])
                  for n in range(start, start + 30)]
         assert all(a["type"] == "ack" for a in await asyncio.wait_for(asyncio.gather(*chunk), 30))
-    assert await read_pauses(url) == 0
+    # The writer never has more than 30 answers due: only the slow channel can pause.
+    assert await metric(url, "cohort_gateway_read_pauses_total") == 0
 
-    # The slow client's own commands: read and submitted while their answers fit...
+    # The slow client's own commands are read and submitted until 40 of their
+    # answers wait unwritten; then the channel reads nothing more from it. (Usually
+    # all of the first 100 are read before their acks come back, and the pause
+    # comes with the next message; a burst split on a busy machine pauses sooner.)
     first = [slow.send_patch([{"op": "add", "path": f"/s{i}", "value": i}]) for i in range(100)]
-    await writer.wait_version(filled + 100, timeout=20)
-    # ...then its 100 unwritten acks pass the cap: one more message is read, and the
-    # channel reads nothing after it.
+    await writer.wait_for(lambda: writer.version >= filled + 40, timeout=20)
     more = [slow.send_patch([{"op": "add", "path": f"/t{i}", "value": i}]) for i in range(50)]
-    await writer.wait_version(filled + 101, timeout=20)
     deadline = time.monotonic() + 10
-    while await read_pauses(url) < 1:
+    while await metric(url, "cohort_gateway_read_pauses_total") < 1:
         assert time.monotonic() < deadline, "the channel never paused"
         await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # what was read before the pause is committed
+    paused_at = writer.version
     await asyncio.sleep(1.0)
-    assert writer.version == filled + 101, "the gateway went on reading a paused channel"
+    assert writer.version == paused_at, "the gateway went on reading a paused channel"
+    assert filled + 40 <= paused_at < filled + 150, paused_at
     assert not any(f.done() for f in first + more)
 
     # Once it reads again, everything it sent is applied, in order, and answered.

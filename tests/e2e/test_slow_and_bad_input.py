@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_slow_client_is_resynced_and_does_not_delay_others(make_stack, new_batch_id):
-    # The writer sends 1,500 patches as fast as it can: past one channel's rate limit.
+    # The writer sends 1,500 patches as fast as it can: unthrottled, to keep to the point.
     stack = make_stack(gateways=1, workers=1, outbound_queue_bytes=1024 * 1024,
                        overflows_before_close=2, max_commands_per_s=0)
     batch = new_batch_id()

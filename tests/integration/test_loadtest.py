@@ -30,7 +30,7 @@ LATENCY_FIELDS = {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "p99.9_ms", 
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, database_url: str, make_prefix: Callable[[], str]) -> Iterator[Stack]:
-    # Closed-loop scenarios send ~2,000 commands/s on one channel: past its rate limit.
+    # Closed-loop scenarios send ~2,000 commands/s on one channel: unthrottled here.
     with Stack(redis_url, database_url, make_prefix(), gateways=1, workers=1,
                max_commands_per_s=0) as started:
         yield started

@@ -57,3 +57,16 @@ def test_a_rate_below_one_still_allows_one_at_a_time() -> None:
 def test_zero_means_no_limit() -> None:
     bucket = TokenBucket(0, Clock())
     assert takes(bucket, 100_000) == 100_000
+
+
+def test_wait_says_how_long_until_the_next_token() -> None:
+    clock = Clock()
+    bucket = TokenBucket(10, clock)
+    assert bucket.wait() == 0.0
+    takes(bucket, 10)
+    assert abs(bucket.wait() - 0.1) < 1e-9
+    clock.now += 0.04
+    assert abs(bucket.wait() - 0.06) < 1e-9
+    clock.now += 0.06
+    assert bucket.wait() == 0.0 and bucket.take() and bucket.wait() > 0.0
+    assert TokenBucket(0, clock).wait() == 0.0
