@@ -234,10 +234,15 @@ class CommandSender:
                 if numbered and _keys_split(exc):
                     # redis-py also gives up with "TTL exhausted" after re-sending a
                     # call over dropped connections, so the call may have run: its
-                    # mark says. Only a call that surely did not goes out unnumbered.
+                    # mark says. Only a call that surely did not goes out unnumbered,
+                    # at once and even past the deadline: redis-py's own TRYAGAIN
+                    # retries may have used it up (16 tries, the last 8 sleeping),
+                    # and the unnumbered form is a different call that has not had
+                    # its try yet.
                     if await self._landed(mark, number):
                         return
                     numbered = False
+                    continue
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("command write retried", extra={"error": f"{exc!r}: {exc}"})

@@ -598,6 +598,51 @@ async def test_commands_ride_through_a_migration_of_their_partitions_slot(
         await redis.aclose()
 
 
+async def test_a_call_split_by_a_migration_goes_out_unnumbered_even_past_its_deadline(
+        redis_cluster_url: str, make_prefix: Callable[[], str]):
+    """A sender with no mark yet in a migrating slot meets TRYAGAIN (its stream is
+    still on the source, its mark nowhere). redis-py tries such a call 16 times,
+    sleeping before the last 8, before it gives up, which can use up the sender's
+    whole retry time; the unnumbered form, a different call, still gets its try."""
+    from redis.cluster import key_slot
+
+    from gateway.hub import CommandSender
+
+    redis = await open_redis(redis_cluster_url)
+    keys = Keys(make_prefix(), 8)
+    stream = keys.commands(3)
+    await redis.xadd(stream, {"c": b"before"})
+    slot = key_slot(stream.encode())
+    source = redis.nodes_manager.get_node_from_slot(slot)
+    target = next(node for node in redis.get_primaries() if node.name != source.name)
+    ids = {node.name: (await redis.execute_command("CLUSTER MYID", target_nodes=node)
+                       ).decode() for node in (source, target)}
+    sender = CommandSender(redis, keys, retry_s=0.01)  # less than redis-py's own retries
+    task = asyncio.create_task(sender.run())
+    errors: list[Exception] = []
+    try:
+        await redis.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name],
+                                    target_nodes=target)
+        await redis.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name],
+                                    target_nodes=source)
+        for i in range(5):
+            sender.send(3, patch_command(i), errors.append)
+
+        async def settled() -> bool:
+            return bool(errors) or await redis.xlen(stream) == 6
+        await wait_until(settled, timeout=10)
+        assert not errors, errors[:1]
+        assert await redis.xlen(stream) == 6
+    finally:
+        for node in (source, target):
+            await _retried(lambda node=node: redis.execute_command(
+                "CLUSTER SETSLOT", slot, "STABLE", target_nodes=node))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await _delete_commands(redis, keys, sender)
+        await redis.aclose()
+
+
 def _repeats_are_whole_calls(ids: list[str]) -> bool:
     """Every repeated id sits in a run of repeats that copies, in order, a run of
     consecutive entries seen earlier (one call's commands, appended again)."""
