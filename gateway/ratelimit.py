@@ -10,6 +10,8 @@ class TokenBucket:
     """``rate`` tokens per second, at most one second's worth saved up (a burst of
     ``rate`` after a quiet second). A rate of 0 means no limit."""
 
+    __slots__ = ("_capacity", "_clock", "_last", "_tokens", "rate")
+
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self._clock = clock
