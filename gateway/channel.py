@@ -242,10 +242,9 @@ async def _receive(socket: ChannelSocket, conn: Connection, hub: Hub, settings: 
         # Everything else counts against the channel's rate (bad input too: each
         # costs an error frame and a log line). Past it, the next message waits and
         # the rest behind it in TCP: delayed, never refused or reordered.
-        if bucket.wait() > 0.0:
+        if not bucket.take():
             await _throttle(bucket, conn, first=not throttled)
             throttled = True
-        bucket.take()
         if isinstance(msg, tuple):
             _error(conn, *msg)
             continue
@@ -281,13 +280,15 @@ def _parse(data: str | bytes, limit: int) -> Incoming | tuple[str, str]:
 
 
 async def _throttle(bucket: TokenBucket, conn: Connection, first: bool) -> None:
+    """Sleep until the bucket has a token, and take it."""
     metrics.THROTTLED.inc()
     if first:
         log.info("channel throttled", extra={"run": conn.run, "rate": bucket.rate})
     delay = bucket.wait()
-    while delay > 0.0:  # sleeps until a token is there (a timer, not a poll)
+    while delay > 0.0:  # a timer to the next token, not a poll
         await asyncio.sleep(delay)
         delay = bucket.wait()
+    bucket.take()
 
 
 def _error(conn: Connection, code: str, message: str) -> None:

@@ -10,7 +10,8 @@ a window is closed.
 Answers (acks, fails, errors, pongs) are never dropped, so they are bounded
 another way: once ``max_unsent_answers`` of them wait unwritten (the client
 sends but does not read), the channel stops reading the client's messages until
-half of them are written. The client's further sends then wait in TCP, and the
+half of them have been taken to be written. The client's further sends then wait
+in TCP, and the
 answers kept for it stay bounded (commands read and not yet answered are bounded
 by the channel's rate instead: gateway/channel.py).
 """
@@ -43,7 +44,7 @@ class Connection:
         cap_bytes: int,
         overflows_before_close: int,
         overflow_window_s: float,
-        max_unsent_answers: int = 1000,
+        max_unsent_answers: int,
     ) -> None:
         self.id = conn_id
         self.run = run

@@ -220,8 +220,10 @@ class CommandSender:
             try:
                 # Bounded, so that a connection gone silent with a request out
                 # cannot hold the partition for TCP's minutes (a cancelled call that
-                # ran anyway is caught by its number when sent again).
-                async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
+                # ran anyway is caught by its number when sent again). At least
+                # ATTEMPT_S: redis-py's own TRYAGAIN retries take ~0.5 s, more on a
+                # busy machine, and must end in their error, not in this timeout.
+                async with asyncio.timeout(max(deadline - time.monotonic(), ATTEMPT_S)):
                     if numbered:
                         await self.redis.eval(self._script, 2, key, mark, number,
                                               self.SUBMITTED_TTL_S, *payloads)
@@ -234,14 +236,15 @@ class CommandSender:
                 if numbered and _keys_split(exc):
                     # redis-py also gives up with "TTL exhausted" after re-sending a
                     # call over dropped connections, so the call may have run: its
-                    # mark says. Only a call that surely did not goes out unnumbered,
-                    # at once and even past the deadline: redis-py's own TRYAGAIN
-                    # retries may have used it up (16 tries, the last 8 sleeping),
-                    # and the unnumbered form is a different call that has not had
-                    # its try yet.
+                    # mark says. A call whose mark does not show it goes out
+                    # unnumbered (the worker drops a repeat by command id), at once
+                    # and even past the deadline: redis-py's own TRYAGAIN retries
+                    # (16 tries, the last 8 sleeping) may have used it up, and the
+                    # unnumbered form is a different call that has not had its try.
                     if await self._landed(mark, number):
                         return
                     numbered = False
+                    log.info("command write goes out unnumbered", extra={"error": repr(exc)})
                     continue
                 if time.monotonic() + delay > deadline:
                     raise
@@ -254,12 +257,15 @@ class CommandSender:
         single-key read follows a migration's ASK; a mark that cannot be read now
         counts as not reached.)"""
         try:
-            value = await self.redis.get(mark)
-        except RETRIABLE:
+            async with asyncio.timeout(ATTEMPT_S):
+                value = await self.redis.get(mark)
+        except (*RETRIABLE, TimeoutError):
             return False
         return value is not None and int(value) >= number
 
 
+# Least time one Cluster call may take before the writer gives up on it.
+ATTEMPT_S = 3.0
 # Cluster errors that may pass on their own; a numbered call may be sent again.
 RETRIABLE = (RedisConnectionError, RedisTimeoutError, TryAgainError, ClusterError,
              SlotNotCoveredError)

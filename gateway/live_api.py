@@ -156,7 +156,8 @@ async def console_channel(socket: WebSocket, batch_id: FromPath[str]) -> None:
     # A console that falls behind is closed (its page reconnects for a fresh snapshot).
     conn = Connection(conn_id=f"console-{uuid.uuid4().hex[:12]}", run="", view=view, scopes=set(),
                       send=send, cap_bytes=hub.settings.outbound_queue_bytes,
-                      overflows_before_close=1, overflow_window_s=60.0)
+                      overflows_before_close=1, overflow_window_s=60.0,
+                      max_unsent_answers=hub.settings.max_unsent_answers)
     conn.push(encode_frame_live(batch_id, view.state.pos, await snapshot(hub, view)))
     view.add_console(conn)
     sender = asyncio.create_task(conn.run_sender())

@@ -1,4 +1,4 @@
-"""A token bucket: how many commands one channel may send per second."""
+"""A token bucket: how many messages (pings aside) a channel reads per second."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def subscribe(hub: Hub, view, count: int) -> list[tuple[Connection, Recorder, as
     out = []
     for i in range(count):
         recorder = Recorder()
-        conn = Connection(f"c{i}", f"run{i}", view, set(), recorder.send, 1 << 22, 3, 60.0)
+        conn = Connection(f"c{i}", f"run{i}", view, set(), recorder.send, 1 << 22, 3, 60.0, 1000)
         hub.attach(conn, None)
         out.append((conn, recorder, asyncio.create_task(conn.run_sender())))
     return out

@@ -15,7 +15,7 @@ def connection(sent: list[str]) -> Connection:
     # No view: these paths never build a state from it.
     return Connection(conn_id="c1", run="r1", view=None,  # type: ignore[arg-type]
                       scopes=set(), send=send, cap_bytes=1 << 20, overflows_before_close=3,
-                      overflow_window_s=10)
+                      overflow_window_s=10, max_unsent_answers=1000)
 
 
 async def test_the_first_frame_inline_and_the_rest_by_the_sender_in_order() -> None:

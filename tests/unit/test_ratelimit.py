@@ -35,7 +35,7 @@ def test_a_long_pause_saves_up_at_most_one_second() -> None:
     assert takes(bucket, 100) == 10
 
 
-def test_a_refusal_spends_nothing() -> None:
+def test_take_past_the_limit_spends_nothing() -> None:
     clock = Clock()
     bucket = TokenBucket(4, clock)
     takes(bucket, 4)
