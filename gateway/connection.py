@@ -11,9 +11,8 @@ Answers (acks, fails, errors, pongs) are never dropped, so they are bounded
 another way: once ``max_unsent_answers`` of them wait unwritten (the client
 sends but does not read), the channel stops reading the client's messages until
 half of them have been taken to be written. The client's further sends then wait
-in TCP, and the
-answers kept for it stay bounded (commands read and not yet answered are bounded
-by the channel's rate instead: gateway/channel.py).
+in TCP, and the answers kept for it stay bounded (commands read and not yet
+answered are bounded by the channel's rate instead: gateway/channel.py).
 """
 
 from __future__ import annotations
